@@ -1,0 +1,400 @@
+//! The per-connection state machine of an upgraded media stream. Pure: no I/O, no clock; the
+//! server feeds it WebSocket events and the time, and carries out the [`Output`] it returns.
+//!
+//! ```text
+//!             connected (once, optional)
+//!            ┌───────┐
+//!            ▼       │      start + valid token
+//!     AwaitingStart ─┴──────────────────────────▶ Streaming ──stop──▶ Closed
+//!            │                                      │
+//!            └── anything else, deadline ──▶ Closed ◀┘ (protocol error)
+//! ```
+//!
+//! Invariants (each is checked by the property tests and the `session` fuzz target):
+//! - no media, mark, dtmf or stop reaches the application before [`Output::Authenticated`];
+//! - at most one `start` is ever accepted, and only with a token that verifies for that
+//!   `start.callSid` and `start.accountSid`, for the configured account, redeemed once;
+//! - the session asks the server to send nothing before authentication except a close;
+//! - once [`Session::Closed`], every event leaves it closed and produces nothing;
+//! - every close carries the code its cause specifies: 1008 for every authentication or
+//!   protocol failure (one generic reason on the wire, the precise [`Reason`] for logs),
+//!   1003 for a binary frame, 1009 for an oversized message, 1000 after `stop`.
+//!
+//! On `start` the checks run in this order: the token is taken from `customParameters` and
+//! from the upgrade URL and resolved ([`crate::extract`]); the AccountSid is compared with
+//! the configured one ([`crate::sid::check_account_sid`]); the token is verified for
+//! `start.accountSid` and `start.callSid` ([`crate::token::verify`]); it is redeemed in the
+//! [`ReplayGuard`]. Only then does the state become `Streaming`. The transition happens inside
+//! one synchronous call, so a `media` frame that arrived in the same read as `start` is
+//! handled after it, never dropped or handled as unauthenticated.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::extract::{self, ExtractError, TOKEN_PARAM};
+use crate::frames::{
+    CustomParameters, DtmfFrame, FrameError, Inbound, MarkFrame, MediaFormat, MediaFrame,
+    StartFrame, StopFrame, Tracks, parse_inbound,
+};
+use crate::replay::{ReplayError, ReplayGuard};
+use crate::secret::KeySet;
+use crate::sid::{AccountSid, CallSid, StreamSid, check_account_sid};
+use crate::time::UnixTime;
+use crate::token::{self, TokenError};
+
+/// A WebSocket close code (RFC 6455 §7.4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1000: the stream ended normally (`stop`).
+    Normal,
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 1003: a binary frame (Twilio's protocol is text only; Twilio error 31950).
+    Unsupported,
+    /// 1008: any authentication or protocol failure.
+    Policy,
+    /// 1009: a message over the size limit.
+    TooBig,
+    /// 1011: the server failed (e.g. the application could not keep up).
+    Internal,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::Unsupported => 1003,
+            Self::Policy => 1008,
+            Self::TooBig => 1009,
+            Self::Internal => 1011,
+        }
+    }
+
+    /// The reason text sent with this code: one fixed string per code, never the cause.
+    pub fn wire_reason(self) -> &'static str {
+        match self {
+            Self::Normal => "",
+            Self::GoingAway => "going away",
+            Self::Unsupported => "unsupported data",
+            Self::Policy => "policy violation",
+            Self::TooBig => "message too big",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+/// The precise reason a connection was closed, for logs and metrics. Never sent to the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// A text message that is not a valid Twilio message.
+    Frame(FrameError),
+    /// No usable token (missing, ambiguous, conflicting ...).
+    Extract(ExtractError),
+    /// `start.accountSid` is not the configured account.
+    AccountMismatch,
+    /// The token failed verification.
+    Token(TokenError),
+    /// The token or the call was already used.
+    Replay(ReplayError),
+    /// No valid `start` before the deadline.
+    StartTimeout,
+    /// A `media`, `mark`, `dtmf`, `stop` or unknown event before `start`.
+    EventBeforeStart,
+    /// A second `connected`, or `connected` after `start`.
+    UnexpectedConnected,
+    /// A second `start`.
+    SecondStart,
+    /// A message for another `streamSid` than the one started.
+    StreamSidMismatch,
+    /// A binary frame.
+    Binary,
+    /// A message over the size limit.
+    TooLarge,
+}
+
+impl Reason {
+    /// A stable label for metrics (`streamguard_streams_rejected_total{reason=...}`) and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Frame(e) => e.as_str(),
+            Self::Extract(e) => e.as_str(),
+            Self::AccountMismatch => "account_mismatch",
+            Self::Token(e) => e.as_str(),
+            Self::Replay(e) => e.as_str(),
+            Self::StartTimeout => "start_timeout",
+            Self::EventBeforeStart => "event_before_start",
+            Self::UnexpectedConnected => "unexpected_connected",
+            Self::SecondStart => "second_start",
+            Self::StreamSidMismatch => "stream_sid_mismatch",
+            Self::Binary => "binary_frame",
+            Self::TooLarge => "message_too_large",
+        }
+    }
+
+    /// The close code this reason is sent with.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::Binary => CloseCode::Unsupported,
+            Self::TooLarge | Self::Frame(FrameError::TooLarge) => CloseCode::TooBig,
+            _ => CloseCode::Policy,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Frame(e) => e.fmt(f),
+            Self::Extract(e) => e.fmt(f),
+            Self::AccountMismatch => f.write_str("start.accountSid is not the configured account"),
+            Self::Token(e) => e.fmt(f),
+            Self::Replay(e) => e.fmt(f),
+            Self::StartTimeout => f.write_str("no valid start before the deadline"),
+            Self::EventBeforeStart => f.write_str("event before start"),
+            Self::UnexpectedConnected => f.write_str("unexpected connected message"),
+            Self::SecondStart => f.write_str("second start message"),
+            Self::StreamSidMismatch => f.write_str("message for another stream"),
+            Self::Binary => f.write_str("binary frame"),
+            Self::TooLarge => f.write_str("message over the size limit"),
+        }
+    }
+}
+
+/// The token found in the upgrade request target, if any, or why it was unusable. Redacting
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlToken(Result<Option<String>, ExtractError>);
+
+impl UrlToken {
+    /// No token in the URL (the case for every real Twilio connection).
+    pub const NONE: Self = Self(Ok(None));
+
+    /// Takes the token from an upgrade request target (`/path?query`).
+    pub fn from_target(target: &str) -> Self {
+        Self(extract::token_from_request_target(target))
+    }
+}
+
+impl fmt::Debug for UrlToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Ok(None) => f.write_str("UrlToken(none)"),
+            Ok(Some(_)) => f.write_str("UrlToken(..redacted..)"),
+            Err(e) => write!(f, "UrlToken({e:?})"),
+        }
+    }
+}
+
+/// What the application learns about an authenticated stream. The `token` parameter is
+/// removed from `custom_parameters`: it has been used and is nobody's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The configured account (equal to `start.accountSid`).
+    pub account_sid: AccountSid,
+    /// The call the token was issued for.
+    pub call_sid: CallSid,
+    /// This stream.
+    pub stream_sid: StreamSid,
+    /// `start.tracks`.
+    pub tracks: Tracks,
+    /// `start.customParameters` without `token`.
+    pub custom_parameters: CustomParameters,
+    /// `start.mediaFormat`.
+    pub media_format: Option<MediaFormat>,
+}
+
+/// What the session needs to check a `start`: all of it immutable configuration, except the
+/// replay guard, which is the one piece of shared state.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthContext<'a> {
+    /// Keys that verify tokens.
+    pub keys: &'a KeySet,
+    /// The configured account (`TWILIO_ACCOUNT_SID`).
+    pub expected_account: &'a AccountSid,
+    /// Single use, one stream per call.
+    pub replay: &'a ReplayGuard,
+    /// Largest text message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Something that happened on the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary,
+    /// The transport refused a message over the size limit.
+    TooLarge,
+    /// Time passed (the `now` argument says how much).
+    Tick,
+    /// The peer closed the connection or it broke.
+    PeerClosed,
+}
+
+/// What the server must do after an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing.
+    Nothing,
+    /// The stream is authenticated: create the application's handler for it.
+    Authenticated(StreamInfo),
+    /// Hand audio to the application.
+    Media(MediaFrame),
+    /// Hand a key press to the application.
+    Dtmf(DtmfFrame),
+    /// Hand a played mark to the application.
+    Mark(MarkFrame),
+    /// The stream has ended: tell the application and close with 1000.
+    Stop(StopFrame),
+    /// Close the connection with `reason.close_code()` and its generic wire reason.
+    Close(Reason),
+}
+
+/// The state of one connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Upgraded, not yet authenticated.
+    AwaitingStart {
+        /// When the connection is closed if no valid `start` has come.
+        deadline: UnixTime,
+        /// Whether `connected` has been seen.
+        connected_seen: bool,
+        /// The token from the upgrade URL.
+        url_token: UrlToken,
+    },
+    /// Authenticated.
+    Streaming(StreamInfo),
+    /// Finished; nothing more happens.
+    Closed,
+}
+
+impl Session {
+    /// A session for a connection upgraded at `now`, which must send a valid `start` within
+    /// `start_timeout`.
+    pub fn new(now: UnixTime, start_timeout: Duration, url_token: UrlToken) -> Self {
+        Self::AwaitingStart {
+            deadline: now.saturating_add(start_timeout),
+            connected_seen: false,
+            url_token,
+        }
+    }
+
+    /// Whether the stream is authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self, Self::Streaming(_))
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// The start deadline, while one applies.
+    pub fn deadline(&self) -> Option<UnixTime> {
+        match self {
+            Self::AwaitingStart { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// Consumes the state and one event at time `now`; returns the next state and what to do.
+    pub fn handle(self, event: Event<'_>, now: UnixTime, ctx: &AuthContext<'_>) -> (Self, Output) {
+        if let Self::Closed = self {
+            return (Self::Closed, Output::Nothing);
+        }
+        let close = |reason| (Self::Closed, Output::Close(reason));
+        match event {
+            Event::PeerClosed => return (Self::Closed, Output::Nothing),
+            Event::Binary => return close(Reason::Binary),
+            Event::TooLarge => return close(Reason::TooLarge),
+            Event::Tick | Event::Text(_) => {}
+        }
+        if let Self::AwaitingStart { deadline, .. } = &self {
+            if now >= *deadline {
+                return close(Reason::StartTimeout);
+            }
+        }
+        let Event::Text(text) = event else {
+            return (self, Output::Nothing);
+        };
+        let msg = match parse_inbound(text, ctx.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => return close(Reason::Frame(e)),
+        };
+        match self {
+            Self::Closed => (Self::Closed, Output::Nothing),
+            Self::AwaitingStart {
+                deadline,
+                connected_seen,
+                url_token,
+            } => match msg {
+                Inbound::Connected(_) if !connected_seen => (
+                    Self::AwaitingStart {
+                        deadline,
+                        connected_seen: true,
+                        url_token,
+                    },
+                    Output::Nothing,
+                ),
+                Inbound::Connected(_) => close(Reason::UnexpectedConnected),
+                Inbound::Start(start) => match authenticate(&start, url_token, now, ctx) {
+                    Ok(info) => (Self::Streaming(info.clone()), Output::Authenticated(info)),
+                    Err(reason) => close(reason),
+                },
+                Inbound::Media(_)
+                | Inbound::Dtmf(_)
+                | Inbound::Mark(_)
+                | Inbound::Stop(_)
+                | Inbound::Unknown => close(Reason::EventBeforeStart),
+            },
+            Self::Streaming(info) => {
+                if msg.stream_sid().is_some_and(|s| *s != info.stream_sid) {
+                    return close(Reason::StreamSidMismatch);
+                }
+                match msg {
+                    Inbound::Media(m) => (Self::Streaming(info), Output::Media(m)),
+                    Inbound::Dtmf(d) => (Self::Streaming(info), Output::Dtmf(d)),
+                    Inbound::Mark(m) => (Self::Streaming(info), Output::Mark(m)),
+                    Inbound::Stop(s) => (Self::Closed, Output::Stop(s)),
+                    Inbound::Start(_) => close(Reason::SecondStart),
+                    Inbound::Connected(_) => close(Reason::UnexpectedConnected),
+                    // An event this build does not know, from an authenticated peer: ignored,
+                    // so a message Twilio adds later does not drop calls.
+                    Inbound::Unknown => (Self::Streaming(info), Output::Nothing),
+                }
+            }
+        }
+    }
+}
+
+/// The checks on `start`, in the order the module documentation gives.
+fn authenticate(
+    start: &StartFrame,
+    url_token: UrlToken,
+    now: UnixTime,
+    ctx: &AuthContext<'_>,
+) -> Result<StreamInfo, Reason> {
+    let from_url = url_token.0.map_err(Reason::Extract)?;
+    let from_custom = extract::token_from_custom_parameters(start).map_err(Reason::Extract)?;
+    let token = extract::resolve_token(from_url, from_custom).map_err(Reason::Extract)?;
+    let body = &start.start;
+    check_account_sid(ctx.expected_account, &body.account_sid)
+        .map_err(|_| Reason::AccountMismatch)?;
+    let claims = token::verify(ctx.keys, &token, &body.account_sid, &body.call_sid, now)
+        .map_err(Reason::Token)?;
+    ctx.replay
+        .redeem(&claims, &body.call_sid, now)
+        .map_err(Reason::Replay)?;
+    Ok(StreamInfo {
+        account_sid: body.account_sid,
+        call_sid: body.call_sid,
+        stream_sid: body.stream_sid,
+        tracks: body.tracks.clone(),
+        custom_parameters: body.custom_parameters.without(TOKEN_PARAM),
+        media_format: body.media_format.clone(),
+    })
+}
