@@ -220,16 +220,30 @@ pub fn issue(
     ttl: Duration,
     rng: &dyn SecureRandom,
 ) -> Result<StreamToken, IssueError> {
+    let mut nonce = [0u8; TOKEN_NONCE_BYTES];
+    rng.fill(&mut nonce).map_err(|_| IssueError::Randomness)?;
+    issue_with_nonce(key, account, call, now, ttl, nonce)
+}
+
+/// [`issue`] with the nonce given instead of drawn: deterministic, for known-answer tests,
+/// property tests and fuzzing. Production code calls [`issue`]; a nonce that is not fresh
+/// random bytes defeats single use.
+pub fn issue_with_nonce(
+    key: &TokenKey,
+    account: &AccountSid,
+    call: &CallSid,
+    now: UnixTime,
+    ttl: Duration,
+    nonce: [u8; TOKEN_NONCE_BYTES],
+) -> Result<StreamToken, IssueError> {
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(IssueError::TtlOutOfRange);
     }
     let expires_at = now.checked_add(ttl).ok_or(IssueError::ExpiryOverflow)?;
-    let mut nonce = [0u8; TOKEN_NONCE_BYTES];
-    rng.fill(&mut nonce).map_err(|_| IssueError::Randomness)?;
     Ok(seal(key, account, call, expires_at, &nonce))
 }
 
-/// Builds the token text for the given fields. Deterministic: [`issue`] draws the nonce.
+/// Builds the token text for the given fields.
 fn seal(
     key: &TokenKey,
     account: &AccountSid,
