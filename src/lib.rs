@@ -19,16 +19,19 @@
 //! knows hyper and tokio; [`simulator`] plays Twilio's side for the demo, the tests and
 //! conformance checks.
 
+pub mod demo;
 pub mod extract;
 pub mod frames;
 
 pub mod limits;
 pub mod replay;
 pub mod secret;
+pub mod server;
 
 pub mod session;
 pub mod sid;
 pub mod signature;
+pub mod simulator;
 
 pub mod time;
 pub mod token;

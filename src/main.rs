@@ -1,2 +1,303 @@
-//! cli
-fn main() {}
+//! The `streamguard` command line: `serve`, `demo`, `sign`, `twiml`. Parsing and printing
+//! only; everything else is in the library.
+
+#![allow(clippy::print_stdout)] // a command line prints its results on stdout
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ring::rand::SystemRandom;
+use streamguard::limits::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS,
+};
+use streamguard::secret::{AuthToken, KeySet, TokenKey};
+use streamguard::server::{self, Config, Discard, Echo, HandlerFactory, PublicUrl};
+use streamguard::sid::AccountSid;
+use streamguard::signature;
+use streamguard::time::SystemClock;
+use streamguard::twiml::{self, StreamTwiml, Verb};
+use streamguard::upgrade::SignatureMode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "streamguard",
+    version,
+    about = "Authenticated Twilio Media Streams: reference server and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (secrets from TWILIO_AUTH_TOKEN, TWILIO_ACCOUNT_SID, STREAMGUARD_TOKEN_KEY).
+    Serve(ServeArgs),
+    /// Start a local server with ephemeral secrets, place one simulated call, try forgeries.
+    Demo,
+    /// Print the X-Twilio-Signature Twilio would send (auth token from TWILIO_AUTH_TOKEN).
+    Sign(SignArgs),
+    /// Print the TwiML for a <Stream>.
+    Twiml(TwimlArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "STREAMGUARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// What Twilio sees: origin plus optional path prefix, e.g. https://voice.example.com
+    #[arg(long, env = "STREAMGUARD_PUBLIC_URL")]
+    public_url: String,
+    /// Voice webhook route.
+    #[arg(long, default_value = server::config::DEFAULT_WEBHOOK_PATH)]
+    webhook_path: String,
+    /// Media stream route.
+    #[arg(long, default_value = server::config::DEFAULT_STREAM_PATH)]
+    stream_path: String,
+    /// Stream token lifetime, in seconds.
+    #[arg(long, default_value_t = 60)]
+    token_ttl: u64,
+    /// Time allowed from upgrade to a valid `start`, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    start_timeout_ms: u64,
+    /// X-Twilio-Signature on the WebSocket handshake: required, if-present or off.
+    #[arg(long, default_value = "required", value_parser = ["required", "if-present", "off"])]
+    upgrade_signature: String,
+    /// Connections upgraded but not yet authenticated.
+    #[arg(long, default_value_t = DEFAULT_MAX_PENDING)]
+    max_pending: usize,
+    /// The same, per client IP.
+    #[arg(long, default_value_t = DEFAULT_MAX_PENDING_PER_IP)]
+    max_pending_per_ip: usize,
+    /// Authenticated streams at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
+    /// Largest inbound WebSocket message, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Send each authenticated inbound media payload back (loopback testing).
+    #[arg(long)]
+    echo: bool,
+    /// Serve GET /metrics (Prometheus text format) on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+struct SignArgs {
+    /// The full URL Twilio requested (scheme, host, port, path, query).
+    #[arg(long)]
+    url: String,
+    /// A form parameter, repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A raw (JSON) body: signs the URL with bodySHA256 instead of form parameters.
+    #[arg(long, value_name = "FILE", conflicts_with = "params")]
+    body_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct TwimlArgs {
+    /// The wss:// URL of the stream (no query string: Twilio drops it).
+    #[arg(long)]
+    stream_url: String,
+    /// <Connect><Stream> (bidirectional; the default).
+    #[arg(long, conflicts_with = "start")]
+    connect: bool,
+    /// <Start><Stream> (listen only).
+    #[arg(long)]
+    start: bool,
+    /// A <Parameter>, repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+}
+
+fn env_secret(name: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(_) | Err(std::env::VarError::NotPresent) => {
+            Err(format!("{name} is not set; it is required"))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve_config(a: &ServeArgs) -> Result<Config, String> {
+    let auth = AuthToken::new(&env_secret("TWILIO_AUTH_TOKEN")?)
+        .map_err(|e| format!("TWILIO_AUTH_TOKEN: {e}"))?;
+    let account = AccountSid::parse(&env_secret("TWILIO_ACCOUNT_SID")?)
+        .map_err(|e| format!("TWILIO_ACCOUNT_SID: {e} (expected AC followed by 32 hex digits)"))?;
+    let keys = match std::env::var("STREAMGUARD_TOKEN_KEY") {
+        Ok(text) if !text.is_empty() => {
+            KeySet::from_base64_list(&text).map_err(|e| format!("STREAMGUARD_TOKEN_KEY: {e}"))?
+        }
+        _ => {
+            tracing::warn!(
+                "STREAMGUARD_TOKEN_KEY is not set: using a random key. Tokens will not survive a \
+                 restart or verify on another instance. Set it to the standard base64 of at least \
+                 32 random bytes (e.g. `openssl rand -base64 32`)."
+            );
+            KeySet::single(TokenKey::generate(&SystemRandom::new()).map_err(|e| e.to_string())?)
+        }
+    };
+    let public_url = PublicUrl::parse(&a.public_url).map_err(|e| e.to_string())?;
+    let mut c = Config::new(public_url, auth, account, keys);
+    c.webhook_path.clone_from(&a.webhook_path);
+    c.stream_path.clone_from(&a.stream_path);
+    c.token_ttl = Duration::from_secs(a.token_ttl);
+    c.start_timeout = Duration::from_millis(a.start_timeout_ms);
+    c.upgrade_signature =
+        SignatureMode::parse(&a.upgrade_signature).ok_or("bad --upgrade-signature")?;
+    c.max_pending = a.max_pending;
+    c.max_pending_per_ip = a.max_pending_per_ip;
+    c.max_streams = a.max_streams;
+    c.max_message_bytes = a.max_message_bytes;
+    c.metrics_listen = a.metrics_listen;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<(), String> {
+    let config = serve_config(&a)?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let handlers: Arc<dyn HandlerFactory> = if a.echo {
+        Arc::new(Echo)
+    } else {
+        Arc::new(Discard)
+    };
+    let server = server::start(listener, config, handlers, Arc::new(SystemClock))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing streams with 1001");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn demo() -> Result<(), String> {
+    println!(
+        "streamguard demo: a local server with ephemeral secrets, one simulated call, forgeries\n"
+    );
+    let report = streamguard::demo::run()
+        .await
+        .map_err(|e| format!("demo could not run: {e}"))?;
+    print!("{}", report.render());
+    if report.passed() {
+        println!("\nThe call streamed and echoed; every forgery was refused.");
+        Ok(())
+    } else {
+        Err("the demo found a failure (see the table above)".to_owned())
+    }
+}
+
+fn sign(a: &SignArgs) -> Result<(), String> {
+    let auth = AuthToken::new(&env_secret("TWILIO_AUTH_TOKEN")?)
+        .map_err(|e| format!("TWILIO_AUTH_TOKEN: {e}"))?;
+    let params = a
+        .params
+        .iter()
+        .map(|p| key_value(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut url = a.url.clone();
+    if let Some(path) = &a.body_file {
+        let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let hash = signature::body_sha256(&body);
+        if !url.contains(&format!("{}=", signature::BODY_HASH_PARAM)) {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&format!("{}={hash}", signature::BODY_HASH_PARAM));
+            eprintln!("signed URL: {url}");
+        }
+        signature::check_body_hash(&url, Some(&body), false)
+            .map_err(|e| format!("--body-file: {e}"))?;
+    }
+    signature::port_variants(&url).map_err(|e| format!("--url: {e}"))?;
+    println!("{}", signature::compute_signature(&auth, &url, &params));
+    Ok(())
+}
+
+fn twiml_cmd(a: &TwimlArgs) -> Result<(), String> {
+    let mut t = StreamTwiml::connect(a.stream_url.clone());
+    if a.start {
+        t.verb = Verb::Start;
+    }
+    for p in &a.params {
+        t.parameters.push(key_value(p)?);
+    }
+    println!("{}", twiml::render(&t).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sign(a) => sign(&a),
+        Command::Twiml(a) => twiml_cmd(&a),
+        Command::Serve(a) => {
+            init_logs();
+            runtime().and_then(|rt| rt.block_on(serve(a)))
+        }
+        Command::Demo => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logs();
+            }
+            runtime().and_then(|rt| rt.block_on(demo()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}

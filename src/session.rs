@@ -14,7 +14,9 @@
 //! - no media, mark, dtmf or stop reaches the application before [`Output::Authenticated`];
 //! - at most one `start` is ever accepted, and only with a token that verifies for that
 //!   `start.callSid` and `start.accountSid`, for the configured account, redeemed once;
-//! - the session asks the server to send nothing before authentication except a close;
+//! - the session asks the server to send nothing before authentication except a close (the
+//!   WebSocket layer answers a Ping with the Pong RFC 6455 §5.5.2 requires, echoing only the
+//!   peer's own bytes, before that close: a ping before `start` closes the connection);
 //! - once [`Session::Closed`], every event leaves it closed and produces nothing;
 //! - every close carries the code its cause specifies: 1008 for every authentication or
 //!   protocol failure (one generic reason on the wire, the precise [`Reason`] for logs),
@@ -113,6 +115,10 @@ pub enum Reason {
     Binary,
     /// A message over the size limit.
     TooLarge,
+    /// A ping or pong before `start` (Twilio sends none).
+    ControlBeforeStart,
+    /// A frame the WebSocket layer could not decode.
+    Malformed,
 }
 
 impl Reason {
@@ -131,6 +137,8 @@ impl Reason {
             Self::StreamSidMismatch => "stream_sid_mismatch",
             Self::Binary => "binary_frame",
             Self::TooLarge => "message_too_large",
+            Self::ControlBeforeStart => "control_before_start",
+            Self::Malformed => "ws_malformed",
         }
     }
 
@@ -159,6 +167,8 @@ impl fmt::Display for Reason {
             Self::StreamSidMismatch => f.write_str("message for another stream"),
             Self::Binary => f.write_str("binary frame"),
             Self::TooLarge => f.write_str("message over the size limit"),
+            Self::ControlBeforeStart => f.write_str("ping or pong before start"),
+            Self::Malformed => f.write_str("undecodable WebSocket frame"),
         }
     }
 }
@@ -229,6 +239,10 @@ pub enum Event<'a> {
     Binary,
     /// The transport refused a message over the size limit.
     TooLarge,
+    /// A WebSocket ping or pong.
+    Control,
+    /// The transport could not decode a frame (invalid UTF-8 text, protocol violation).
+    Malformed,
     /// Time passed (the `now` argument says how much).
     Tick,
     /// The peer closed the connection or it broke.
@@ -311,6 +325,9 @@ impl Session {
             Event::PeerClosed => return (Self::Closed, Output::Nothing),
             Event::Binary => return close(Reason::Binary),
             Event::TooLarge => return close(Reason::TooLarge),
+            Event::Malformed => return close(Reason::Malformed),
+            Event::Control if !self.is_authenticated() => return close(Reason::ControlBeforeStart),
+            Event::Control => return (self, Output::Nothing),
             Event::Tick | Event::Text(_) => {}
         }
         if let Self::AwaitingStart { deadline, .. } = &self {

@@ -262,24 +262,7 @@ pub fn validate<K: AsRef<str>, V: AsRef<str>>(
 
     let (with_port, without_port) = port_variants(url)?;
 
-    let mut hashes = query_values(url, BODY_HASH_PARAM);
-    let (first, second) = (hashes.next(), hashes.next());
-    match (body, first, second) {
-        (None, None, _) => {}
-        (None, Some(_), _) => return Err(SignatureError::BodyHashWithoutBody),
-        (Some(_), None, _) | (Some(_), Some(_), Some(_)) => {
-            return Err(SignatureError::BodyHashMissing);
-        }
-        (Some(body), Some(expected), None) => {
-            if !params.is_empty() {
-                return Err(SignatureError::BodyWithParams);
-            }
-            let actual = hex_lower(digest::digest(&digest::SHA256, body).as_ref());
-            if !constant_time_eq::constant_time_eq(actual.as_bytes(), expected.as_bytes()) {
-                return Err(SignatureError::BodyHashMismatch);
-            }
-        }
-    }
+    check_body_hash(url, body, !params.is_empty())?;
 
     // Both variants, always; `|` rather than `||` so neither comparison is skipped.
     let a = constant_time_eq::constant_time_eq(
@@ -294,6 +277,31 @@ pub fn validate<K: AsRef<str>, V: AsRef<str>>(
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
+    }
+}
+
+/// Checks the `bodySHA256` rule: a `body` needs exactly one `bodySHA256` in the URL's query,
+/// equal (in constant time) to the lowercase hex SHA-256 of the body, and no form
+/// parameters; a URL with `bodySHA256` needs a body.
+pub fn check_body_hash(
+    url: &str,
+    body: Option<&[u8]>,
+    has_params: bool,
+) -> Result<(), SignatureError> {
+    let mut hashes = query_values(url, BODY_HASH_PARAM);
+    match (body, hashes.next(), hashes.next()) {
+        (None, None, _) => Ok(()),
+        (None, Some(_), _) => Err(SignatureError::BodyHashWithoutBody),
+        (Some(_), None, _) | (Some(_), Some(_), Some(_)) => Err(SignatureError::BodyHashMissing),
+        (Some(_), Some(_), None) if has_params => Err(SignatureError::BodyWithParams),
+        (Some(body), Some(expected), None) => {
+            let actual = body_sha256(body);
+            if constant_time_eq::constant_time_eq(actual.as_bytes(), expected.as_bytes()) {
+                Ok(())
+            } else {
+                Err(SignatureError::BodyHashMismatch)
+            }
+        }
     }
 }
 
