@@ -132,9 +132,17 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
+/// Logs to stderr, level from `RUST_LOG` (default `info`). tungstenite logs whole frames at
+/// trace level, and a `start` frame carries the stream token: its targets are capped at
+/// `warn` whatever `RUST_LOG` says, so no level leaks a token.
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for capped in ["tungstenite=warn", "tokio_tungstenite=warn"] {
+        if let Ok(d) = capped.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
