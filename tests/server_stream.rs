@@ -595,6 +595,52 @@ async fn capacity_caps_answer_503() {
     h.shutdown().await;
 }
 
+/// `--max-streams` counts authenticated streams: two connections may be pending with one
+/// slot, and the one that authenticates second is closed before its handler exists.
+#[tokio::test]
+async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() {
+    let h = Harness::start(Options {
+        configure: |c| c.max_streams = 1,
+        ..Options::default()
+    })
+    .await;
+    let (t1, t2) = (h.token_for(1).await, h.token_for(2).await);
+    let mut a = h.connect_stream().await;
+    let mut b = h.connect_stream().await;
+    assert_eq!(
+        h.wait_metrics(|m| m.connections_pending == 2)
+            .await
+            .connections_pending,
+        2
+    );
+    h.send_start(&mut a, 1, &t1, 1).await;
+    assert_eq!(
+        h.wait_metrics(|m| m.streams_active == 1)
+            .await
+            .streams_active,
+        1
+    );
+    h.send_start(&mut b, 2, &t2, 1).await;
+    assert_eq!(close_code_of(&mut b).await, Some(POLICY));
+    let m = h.wait_metrics(|m| m.connections_pending == 0).await;
+    assert_eq!(m.streams_rejected.get("streams_full"), Some(&1));
+    assert_eq!((m.streams_active, m.streams_authenticated), (1, 1));
+    let starts: Vec<_> = h
+        .recorder
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Seen::Start(_)))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "the late stream's handler was never created"
+    );
+    assert!(h.recorder.media_of(&stream_sid(2)).is_empty());
+    drop(a);
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn many_simultaneous_calls_do_not_cross_over() {
     let h = Harness::start(Options {

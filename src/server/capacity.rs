@@ -1,10 +1,12 @@
 //! Connection slots: `--max-pending`, `--max-pending-per-ip`, `--max-streams`.
 //!
-//! A connection takes a [`PendingPermit`] when it is upgraded and holds it until it is
-//! authenticated, when the permit becomes a [`StreamPermit`], or until it closes. A pending
-//! connection also occupies a stream slot, so authentication never fails for lack of one
-//! and the stream cap bounds every upgraded connection. Releasing is done by `Drop`, so no
-//! path (error, panic in a handler, shutdown) leaks a slot.
+//! A connection takes a [`PendingPermit`] when it is upgraded (refused with `503` when the
+//! pending cap, the per-IP cap or the stream cap is reached) and holds it until it is
+//! authenticated, when the permit becomes a [`StreamPermit`], or until it closes.
+//! `--max-streams` counts authenticated streams: if pending connections authenticate after
+//! the cap has been reached meanwhile, the late one is closed with 1008 (`streams_full`).
+//! Twilio never retries a stream, so the token it spent is not missed. Releasing is done by
+//! `Drop`, so no path (error, panic in a handler, shutdown) leaks a slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -49,7 +51,7 @@ impl Capacity {
     pub fn try_pending(self: &Arc<Self>, ip: IpAddr) -> Result<PendingPermit, UpgradeReject> {
         let ip = ip.to_canonical();
         let mut c = self.lock();
-        if c.pending.saturating_add(c.active) >= self.max_streams {
+        if c.active >= self.max_streams {
             return Err(UpgradeReject::StreamsFull);
         }
         if c.pending >= self.max_pending {
@@ -78,12 +80,8 @@ impl Capacity {
         self.lock().active
     }
 
-    fn release_pending(&self, ip: IpAddr, to_active: bool) {
-        let mut c = self.lock();
+    fn release_pending(c: &mut Counts, ip: IpAddr) {
         c.pending = c.pending.saturating_sub(1);
-        if to_active {
-            c.active = c.active.saturating_add(1);
-        }
         if let Some(n) = c.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -102,20 +100,29 @@ pub struct PendingPermit {
 }
 
 impl PendingPermit {
-    /// The connection is authenticated: give back the pending slot, keep the stream slot.
-    pub fn into_stream(mut self) -> StreamPermit {
-        self.released = true;
-        self.capacity.release_pending(self.ip, true);
-        StreamPermit {
-            capacity: Arc::clone(&self.capacity),
+    /// The connection has authenticated: trade the pending slot for a stream slot, or give
+    /// the permit back if `--max-streams` has been reached meanwhile.
+    pub fn into_stream(mut self) -> Result<StreamPermit, Self> {
+        let capacity = Arc::clone(&self.capacity);
+        let mut c = capacity.lock();
+        if c.active >= capacity.max_streams {
+            drop(c);
+            return Err(self);
         }
+        Capacity::release_pending(&mut c, self.ip);
+        c.active = c.active.saturating_add(1);
+        self.released = true;
+        Ok(StreamPermit {
+            capacity: Arc::clone(&capacity),
+        })
     }
 }
 
 impl Drop for PendingPermit {
     fn drop(&mut self) {
         if !self.released {
-            self.capacity.release_pending(self.ip, false);
+            let mut c = self.capacity.lock();
+            Capacity::release_pending(&mut c, self.ip);
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::limits::{
     CLOSE_TIMEOUT, MAX_OUTBOUND_BUFFER_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
 };
 use crate::session::{AuthContext, CloseCode, Event, Output, Reason, Session, UrlToken};
+use crate::upgrade::UpgradeReject;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -147,6 +148,17 @@ pub(crate) async fn run(
                         Some(CloseCode::Internal),
                     );
                 };
+                let slot = match permit.into_stream() {
+                    Ok(slot) => slot,
+                    Err(permit) => {
+                        pending = Some(permit);
+                        // The same label as the `503` before the upgrade.
+                        let reason = UpgradeReject::StreamsFull.as_str();
+                        shared.metrics.stream_rejected(reason);
+                        tracing::warn!(peer = %peer.ip(), call_sid = %info.call_sid, reason, "stream closed: --max-streams reached");
+                        break (StreamEnd::PeerGone, Some(CloseCode::Policy));
+                    }
+                };
                 shared.metrics.stream_authenticated();
                 tracing::info!(peer = %peer.ip(), call_sid = %info.call_sid, stream_sid = %info.stream_sid, "stream authenticated");
                 let mut outbox = Outbox::new(info.stream_sid, tx.clone());
@@ -155,7 +167,7 @@ pub(crate) async fn run(
                 app = Some(App {
                     handler,
                     outbox,
-                    _slot: permit.into_stream(),
+                    _slot: slot,
                 });
             }
             Output::Media(frame) => {

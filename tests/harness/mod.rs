@@ -276,10 +276,8 @@ impl Harness {
 pub type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 impl Harness {
-    /// Opens a signed stream for call `n` with `token`, sends `start` and `frames` media
-    /// frames, and hands back the open socket without reading from it.
-    pub async fn open_stream(&self, n: u64, token: &str, frames: usize) -> Client {
-        use futures_util::SinkExt;
+    /// Opens a signed stream and sends nothing.
+    pub async fn connect_stream(&self) -> Client {
         let url = strip_query(&self.stream_url).to_owned();
         let mut req =
             tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
@@ -288,7 +286,12 @@ impl Harness {
         req.headers_mut()
             .insert("X-Twilio-Signature", sig.parse().unwrap());
         let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.unwrap().0
+    }
+
+    /// Sends `start` for call `n` with `token`, then `frames` media frames.
+    pub async fn send_start(&self, ws: &mut Client, n: u64, token: &str, frames: usize) {
+        use futures_util::SinkExt;
         let params = Self::token_param(token);
         let start =
             streamguard::simulator::start_message(&self.account, &call(n), &stream_sid(n), &params);
@@ -297,6 +300,13 @@ impl Harness {
             let m = streamguard::simulator::media_message(&stream_sid(n), i);
             ws.send(tungstenite::Message::text(m)).await.unwrap();
         }
+    }
+
+    /// Opens a signed stream for call `n` with `token`, sends `start` and `frames` media
+    /// frames, and hands back the open socket without reading from it.
+    pub async fn open_stream(&self, n: u64, token: &str, frames: usize) -> Client {
+        let mut ws = self.connect_stream().await;
+        self.send_start(&mut ws, n, token, frames).await;
         ws
     }
 
