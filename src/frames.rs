@@ -35,6 +35,12 @@ use crate::sid::{AccountSid, CallSid, StreamSid};
 pub struct Short(String);
 
 impl Short {
+    /// `s`, if it is at most [`MAX_SHORT_FIELD_BYTES`] long.
+    pub fn new(s: impl Into<String>) -> Option<Self> {
+        let s = s.into();
+        (s.len() <= MAX_SHORT_FIELD_BYTES).then_some(Self(s))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -245,7 +245,7 @@ pub fn start_message(
 }
 
 fn sequenced(n: usize) -> Option<Short> {
-    serde_json::from_value(serde_json::Value::String(n.to_string())).ok()
+    Short::new(n.to_string())
 }
 
 /// The `media` message for frame `index` (sequence numbers follow `connected` and `start`).
@@ -254,7 +254,7 @@ pub fn media_message(stream: &StreamSid, index: usize) -> String {
         sequence_number: sequenced(index.saturating_add(2)),
         stream_sid: *stream,
         media: MediaBody {
-            track: serde_json::from_value(serde_json::json!("inbound")).ok(),
+            track: Short::new("inbound"),
             chunk: sequenced(index.saturating_add(1)),
             timestamp: sequenced(index.saturating_mul(20)),
             payload: base64::engine::general_purpose::STANDARD.encode(tone_frame(index)),
@@ -266,8 +266,8 @@ pub fn media_message(stream: &StreamSid, index: usize) -> String {
 /// The `connected` message.
 pub fn connected_message() -> String {
     let c = ConnectedFrame {
-        protocol: serde_json::from_value(serde_json::json!("Call")).ok(),
-        version: serde_json::from_value(serde_json::json!("1.0.0")).ok(),
+        protocol: Short::new("Call"),
+        version: Short::new("1.0.0"),
     };
     serde_json::to_string(&Inbound::Connected(c)).unwrap_or_default()
 }
