@@ -134,7 +134,8 @@ fn split_url(url: &str) -> Result<SplitUrl<'_>, SignatureError> {
         host_port.rfind(':').unwrap_or(host_port.len())
     };
     let (host, port_part) = host_port.split_at(host_end);
-    if host.is_empty() {
+    // A colon left in a host that is not an IPv6 literal means two ports (`h:1:2`).
+    if host.is_empty() || (!host.starts_with('[') && host.contains(':')) {
         return Err(SignatureError::BadUrl);
     }
     let port = match port_part.strip_prefix(':') {

@@ -147,7 +147,7 @@ impl std::error::Error for TokenError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IssueError {
-    /// The TTL is zero or longer than [`MAX_TOKEN_TTL`].
+    /// The TTL is under a millisecond or longer than [`MAX_TOKEN_TTL`].
     TtlOutOfRange,
     /// `now + ttl` does not fit the expiry field.
     ExpiryOverflow,
@@ -236,7 +236,8 @@ pub fn issue_with_nonce(
     ttl: Duration,
     nonce: [u8; TOKEN_NONCE_BYTES],
 ) -> Result<StreamToken, IssueError> {
-    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+    // Expiry has millisecond resolution: a TTL under 1 ms would issue an expired token.
+    if ttl.as_millis() == 0 || ttl > MAX_TOKEN_TTL {
         return Err(IssueError::TtlOutOfRange);
     }
     let expires_at = now.checked_add(ttl).ok_or(IssueError::ExpiryOverflow)?;

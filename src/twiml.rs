@@ -131,6 +131,10 @@ pub enum Field {
     Name,
     /// `statusCallback`.
     StatusCallback,
+    /// `statusCallbackMethod`.
+    StatusCallbackMethod,
+    /// `track`.
+    Track,
     /// The name of the `<Parameter>` at this index.
     ParameterName(usize),
     /// The value of the `<Parameter>` at this index.
@@ -148,7 +152,7 @@ pub enum TwimlError {
     UrlHasQuery,
     /// The stream URL has a fragment.
     UrlHasFragment,
-    /// The stream URL is not `wss://` or `ws://`.
+    /// The stream URL is not `wss://` or `ws://` followed by a host.
     UrlScheme,
     /// A `<Parameter>` name is empty.
     EmptyParameterName(usize),
@@ -168,7 +172,7 @@ impl fmt::Display for TwimlError {
                 "stream url has a query string, which Twilio drops: use a <Parameter> instead",
             ),
             Self::UrlHasFragment => f.write_str("stream url has a fragment"),
-            Self::UrlScheme => f.write_str("stream url must start with wss:// (or ws://)"),
+            Self::UrlScheme => f.write_str("stream url must be wss://HOST/... (or ws://)"),
             Self::EmptyParameterName(i) => write!(f, "parameter {i} has an empty name"),
             Self::DuplicateParameterName(i) => {
                 write!(f, "parameter {i} repeats an earlier parameter name")
@@ -206,12 +210,21 @@ fn push_attr(out: &mut String, name: &str, value: &str, field: Field) -> Result<
     Ok(())
 }
 
+/// `s` without `prefix`, compared ASCII case-insensitively.
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
 fn check_url(url: &str) -> Result<(), TwimlError> {
-    let lower = url
-        .get(..6)
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    if !(lower.starts_with("wss://") || lower.starts_with("ws://")) {
+    let rest = strip_prefix_ci(url, "wss://")
+        .or_else(|| strip_prefix_ci(url, "ws://"))
+        .ok_or(TwimlError::UrlScheme)?;
+    if rest.is_empty() || rest.starts_with('/') {
         return Err(TwimlError::UrlScheme);
     }
     if url.contains('?') {
@@ -267,10 +280,15 @@ pub fn render(t: &StreamTwiml) -> Result<String, TwimlError> {
         push_attr(&mut out, "statusCallback", cb, Field::StatusCallback)?;
     }
     if let Some(m) = t.status_callback_method {
-        push_attr(&mut out, "statusCallbackMethod", m.as_str(), Field::Name)?;
+        push_attr(
+            &mut out,
+            "statusCallbackMethod",
+            m.as_str(),
+            Field::StatusCallbackMethod,
+        )?;
     }
     if let Some(track) = t.track {
-        push_attr(&mut out, "track", track.as_str(), Field::Name)?;
+        push_attr(&mut out, "track", track.as_str(), Field::Track)?;
     }
     push_attr(&mut out, "url", &t.url, Field::Url)?;
     if t.parameters.is_empty() {

@@ -1,0 +1,637 @@
+//! The voice webhook decision (`src/webhook.rs`): a signed form webhook gets `200` TwiML with
+//! exactly one token `<Parameter>` that verifies for that call and account; a replay within
+//! the TTL gets byte-identical TwiML; every refusal (405, 413, 403, 400, 503) has its exact
+//! reason and status, and mints nothing (`TokenLedger::len` unchanged).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)] // tests: a panic is a failure
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ACCOUNT, CALL, OTHER_ACCOUNT, OTHER_CALL, T0, TTL, account, call, keyset};
+use ring::rand::SystemRandom;
+use streamguard::limits::{MAX_WEBHOOK_BODY_BYTES, MAX_WEBHOOK_PARAMS};
+use streamguard::replay::TokenLedger;
+use streamguard::secret::{AuthToken, KeySet};
+use streamguard::sid::AccountSid;
+use streamguard::signature::{SignatureError, compute_signature};
+use streamguard::token::{TokenError, verify};
+use streamguard::upgrade::RequestHead;
+use streamguard::webhook::{
+    Accepted, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, decide, parse_form,
+};
+
+const SIGNED_URL: &str = "https://streamguard.example.com/voice/webhook";
+const STREAM_URL: &str = "wss://streamguard.example.com/voice/stream";
+const AUTH: &str = "f1e2d3c4b5a6978877665544332211ff";
+const FORM: &str = "application/x-www-form-urlencoded";
+
+struct World {
+    auth: AuthToken,
+    account: AccountSid,
+    keys: KeySet,
+    ledger: TokenLedger,
+}
+
+impl World {
+    fn new() -> Self {
+        Self::with_ledger(TokenLedger::default())
+    }
+
+    fn with_ledger(ledger: TokenLedger) -> Self {
+        Self {
+            auth: AuthToken::new(AUTH).unwrap(),
+            account: account(ACCOUNT),
+            keys: keyset(1),
+            ledger,
+        }
+    }
+
+    fn policy(&self) -> WebhookPolicy<'_> {
+        WebhookPolicy {
+            signed_url: SIGNED_URL,
+            stream_url: STREAM_URL,
+            auth: &self.auth,
+            account: &self.account,
+            keys: &self.keys,
+            token_ttl: TTL,
+        }
+    }
+
+    fn decide_at(
+        &self,
+        r: &Request,
+        now: streamguard::time::UnixTime,
+    ) -> Result<Accepted, WebhookReject> {
+        decide(
+            &r.head,
+            &r.body,
+            &self.policy(),
+            &self.ledger,
+            now,
+            &SystemRandom::new(),
+        )
+    }
+
+    fn decide(&self, r: &Request) -> Result<Accepted, WebhookReject> {
+        self.decide_at(r, T0)
+    }
+}
+
+/// Twilio's voice webhook parameters for `call_sid` in `account_sid`.
+fn twilio_params<'a>(account_sid: &'a str, call_sid: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", account_sid),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call_sid),
+        ("CallStatus", "ringing"),
+        ("Called", "+18005551212"),
+        ("Caller", "+14158675309"),
+        ("Direction", "inbound"),
+        ("From", "+14158675309"),
+        ("To", "+18005551212"),
+    ]
+}
+
+#[derive(Clone)]
+struct Request {
+    head: RequestHead,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// A POST of `params`, form-encoded, signed by `auth` over `signed_over` (the URL Twilio
+    /// would have requested).
+    fn signed(params: &[(&str, &str)], auth: &str, signed_over: &str, target: &str) -> Self {
+        let sig = compute_signature(&AuthToken::new(auth).unwrap(), signed_over, params);
+        Self {
+            head: RequestHead {
+                method: "POST".to_owned(),
+                target: target.to_owned(),
+                headers: vec![
+                    ("Host".to_owned(), b"streamguard.example.com".to_vec()),
+                    ("Content-Type".to_owned(), FORM.as_bytes().to_vec()),
+                    ("X-Twilio-Signature".to_owned(), sig.into_bytes()),
+                    ("I-Twilio-Idempotency-Token".to_owned(), b"abc".to_vec()),
+                ],
+            },
+            body: common::form_encode(params).into_bytes(),
+        }
+    }
+
+    /// The normal case: Twilio's parameters for (ACCOUNT, CALL), correctly signed.
+    fn good() -> Self {
+        Self::signed(
+            &twilio_params(ACCOUNT, CALL),
+            AUTH,
+            SIGNED_URL,
+            "/voice/webhook",
+        )
+    }
+
+    fn method(mut self, m: &str) -> Self {
+        self.head.method = m.to_owned();
+        self
+    }
+
+    fn remove(mut self, name: &str) -> Self {
+        self.head
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+
+    fn set(self, name: &str, value: &[u8]) -> Self {
+        self.remove(name).add(name, value)
+    }
+
+    fn add(mut self, name: &str, value: &[u8]) -> Self {
+        self.head.headers.push((name.to_owned(), value.to_vec()));
+        self
+    }
+
+    fn body(mut self, b: &[u8]) -> Self {
+        self.body = b.to_vec();
+        self
+    }
+}
+
+/// The token of the single `<Parameter>` of a TwiML answer, after checking the document's
+/// exact shape.
+fn token_of(twiml: &str) -> String {
+    let doc = roxmltree::Document::parse(twiml).unwrap();
+    let params: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("Parameter"))
+        .collect();
+    assert_eq!(params.len(), 1, "{twiml}");
+    assert_eq!(params[0].attribute("name"), Some("token"));
+    let stream = params[0].parent().unwrap();
+    assert!(stream.has_tag_name("Stream"));
+    assert_eq!(stream.attribute("url"), Some(STREAM_URL));
+    assert!(stream.parent().unwrap().has_tag_name("Connect"));
+    let token = params[0].attribute("value").unwrap().to_owned();
+    // The exact bytes, written out here rather than by the renderer.
+    assert_eq!(
+        twiml,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{STREAM_URL}"><Parameter name="token" value="{token}" /></Stream></Connect></Response>"#
+        )
+    );
+    token
+}
+
+#[test]
+fn signed_webhook_gets_twiml_with_a_token_for_that_call() {
+    let w = World::new();
+    let acc = w.decide(&Request::good()).unwrap();
+    assert_eq!(acc.call_sid.as_str(), CALL);
+    let token = token_of(&acc.twiml);
+    assert!(verify(&w.keys, &token, &account(ACCOUNT), &call(CALL), T0).is_ok());
+    // Bound to that call and account only.
+    assert_eq!(
+        verify(&w.keys, &token, &account(ACCOUNT), &call(OTHER_CALL), T0).map(|_| ()),
+        Err(TokenError::BadMac)
+    );
+    assert_eq!(
+        verify(&w.keys, &token, &account(OTHER_ACCOUNT), &call(CALL), T0).map(|_| ()),
+        Err(TokenError::BadMac)
+    );
+    // Valid for the configured TTL.
+    assert_eq!(
+        verify(
+            &w.keys,
+            &token,
+            &account(ACCOUNT),
+            &call(CALL),
+            common::after(T0, TTL)
+        )
+        .map(|_| ()),
+        Err(TokenError::Expired)
+    );
+    assert_eq!(w.ledger.len(), 1);
+    // Debug of the answer does not show the token.
+    common::assert_no_leak(&format!("{acc:?}"), &[&token]);
+    assert_eq!(CONTENT_TYPE_XML, "text/xml");
+}
+
+#[test]
+fn replayed_webhook_gets_byte_identical_twiml() {
+    let w = World::new();
+    let first = w.decide(&Request::good()).unwrap();
+    for now in [
+        T0,
+        common::plus_ms(T0, 1),
+        common::before(common::after(T0, TTL), Duration::from_millis(1)),
+    ] {
+        let again = w.decide_at(&Request::good(), now).unwrap();
+        assert_eq!(again.twiml, first.twiml, "{now:?}");
+        assert_eq!(w.ledger.len(), 1);
+    }
+    // Once the token has expired, a new one is minted.
+    let later = common::after(T0, TTL);
+    let fresh = w.decide_at(&Request::good(), later).unwrap();
+    assert_ne!(token_of(&fresh.twiml), token_of(&first.twiml));
+    assert!(
+        verify(
+            &w.keys,
+            &token_of(&fresh.twiml),
+            &account(ACCOUNT),
+            &call(CALL),
+            later
+        )
+        .is_ok()
+    );
+    // Another call gets another token.
+    let other = Request::signed(
+        &twilio_params(ACCOUNT, OTHER_CALL),
+        AUTH,
+        SIGNED_URL,
+        "/voice/webhook",
+    );
+    let other = w.decide_at(&other, later).unwrap();
+    assert_eq!(other.call_sid.as_str(), OTHER_CALL);
+    assert_ne!(token_of(&other.twiml), token_of(&fresh.twiml));
+}
+
+/// Requests that are accepted although they differ from the plain one.
+#[test]
+fn accepted_variants() {
+    let params = twilio_params(ACCOUNT, CALL);
+    let cases: Vec<(&str, Request)> = vec![
+        (
+            "signed over the :443 port variant",
+            Request::signed(
+                &params,
+                AUTH,
+                "https://streamguard.example.com:443/voice/webhook",
+                "/voice/webhook",
+            ),
+        ),
+        (
+            "query string, signed with it",
+            Request::signed(
+                &params,
+                AUTH,
+                &format!("{SIGNED_URL}?tenant=acme"),
+                "/voice/webhook?tenant=acme",
+            ),
+        ),
+        (
+            "content type with charset",
+            Request::good().set("Content-Type", format!("{FORM}; charset=utf-8").as_bytes()),
+        ),
+        (
+            "content type in upper case",
+            Request::good().set("Content-Type", FORM.to_uppercase().as_bytes()),
+        ),
+        ("parameters in another order", {
+            let mut p = params.clone();
+            p.reverse();
+            Request::signed(&p, AUTH, SIGNED_URL, "/voice/webhook")
+        }),
+    ];
+    for (name, r) in cases {
+        let w = World::new();
+        let acc = w.decide(&r).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(
+            verify(
+                &w.keys,
+                &token_of(&acc.twiml),
+                &account(ACCOUNT),
+                &call(CALL),
+                T0
+            )
+            .is_ok(),
+            "{name}"
+        );
+    }
+}
+
+/// Every refusal: the exact reason, the status, nothing minted, nothing secret in the error.
+#[test]
+fn rejection_table() {
+    let good = Request::good();
+    let params = twilio_params(ACCOUNT, CALL);
+    let without = |name: &str| -> Vec<(&str, &str)> {
+        params.iter().copied().filter(|(k, _)| *k != name).collect()
+    };
+    let with = |extra: (&'static str, &'static str)| -> Vec<(&str, &str)> {
+        let mut p = params.clone();
+        p.push(extra);
+        p
+    };
+    let replace = |name: &str, value: &'static str| -> Vec<(&str, &str)> {
+        params
+            .iter()
+            .map(|(k, v)| if *k == name { (*k, value) } else { (*k, *v) })
+            .collect()
+    };
+    let signed = |p: &[(&str, &str)]| Request::signed(p, AUTH, SIGNED_URL, "/voice/webhook");
+    let too_large = vec![b'a'; MAX_WEBHOOK_BODY_BYTES + 1];
+    let many: Vec<(String, String)> = (0..=MAX_WEBHOOK_PARAMS)
+        .map(|i| (format!("p{i}"), "1".to_owned()))
+        .collect();
+    let many_ref: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let tampered_body = common::form_encode(&replace("CallSid", OTHER_CALL));
+
+    let cases: Vec<(&str, Request, WebhookReject, u16)> = vec![
+        (
+            "GET",
+            good.clone().method("GET"),
+            WebhookReject::Method,
+            405,
+        ),
+        (
+            "lowercase post",
+            good.clone().method("post"),
+            WebhookReject::Method,
+            405,
+        ),
+        (
+            "GET with a huge body is 405",
+            good.clone().method("GET").body(&too_large),
+            WebhookReject::Method,
+            405,
+        ),
+        (
+            "body over the limit",
+            good.clone().body(&too_large),
+            WebhookReject::TooLarge,
+            413,
+        ),
+        (
+            "unsigned body over the limit is 413",
+            good.clone().remove("X-Twilio-Signature").body(&too_large),
+            WebhookReject::TooLarge,
+            413,
+        ),
+        (
+            "missing signature",
+            good.clone().remove("X-Twilio-Signature"),
+            WebhookReject::Signature(SignatureError::Missing),
+            403,
+        ),
+        (
+            "malformed signature",
+            good.clone().set("X-Twilio-Signature", b"nope"),
+            WebhookReject::Signature(SignatureError::Malformed),
+            403,
+        ),
+        (
+            "repeated signature",
+            {
+                let sig = compute_signature(&AuthToken::new(AUTH).unwrap(), SIGNED_URL, &params);
+                good.clone().add("X-Twilio-Signature", sig.as_bytes())
+            },
+            WebhookReject::Signature(SignatureError::Malformed),
+            403,
+        ),
+        (
+            "signed with another auth token",
+            Request::signed(&params, "another-auth-token", SIGNED_URL, "/voice/webhook"),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "signed over the Host-derived URL",
+            Request::signed(
+                &params,
+                AUTH,
+                "https://evil.example/voice/webhook",
+                "/voice/webhook",
+            )
+            .set("Host", b"evil.example"),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "signed over an X-Forwarded URL",
+            Request::signed(
+                &params,
+                AUTH,
+                "http://streamguard.example.com/voice/webhook",
+                "/voice/webhook",
+            )
+            .add("X-Forwarded-Proto", b"http"),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "query present, signed without it",
+            Request::signed(&params, AUTH, SIGNED_URL, "/voice/webhook?tenant=acme"),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "body changed after signing",
+            good.clone().body(tampered_body.as_bytes()),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "extra parameter after signing",
+            good.clone()
+                .body(format!("{}&Extra=1", common::form_encode(&params)).as_bytes()),
+            WebhookReject::Signature(SignatureError::Mismatch),
+            403,
+        ),
+        (
+            "not a form (JSON content type)",
+            good.clone().set("Content-Type", b"application/json"),
+            WebhookReject::Signature(SignatureError::BodyHashMissing),
+            403,
+        ),
+        (
+            "no content type",
+            good.clone().remove("Content-Type"),
+            WebhookReject::Signature(SignatureError::BodyHashMissing),
+            403,
+        ),
+        (
+            "content type repeated",
+            good.clone().add("Content-Type", FORM.as_bytes()),
+            WebhookReject::Signature(SignatureError::BodyHashMissing),
+            403,
+        ),
+        (
+            "malformed escape",
+            good.clone().body(b"AccountSid=%zz"),
+            WebhookReject::MalformedForm,
+            403,
+        ),
+        (
+            "not UTF-8",
+            good.clone().body(&[0xff, 0xfe, b'=', b'1']),
+            WebhookReject::MalformedForm,
+            403,
+        ),
+        (
+            "too many parameters",
+            signed(&many_ref),
+            WebhookReject::MalformedForm,
+            403,
+        ),
+        // Validly signed, but the account is not ours.
+        (
+            "other AccountSid",
+            signed(&twilio_params(OTHER_ACCOUNT, CALL)),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "missing AccountSid",
+            signed(&without("AccountSid")),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "repeated AccountSid",
+            signed(&with(("AccountSid", ACCOUNT))),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "AccountSid and another",
+            signed(&with(("AccountSid", OTHER_ACCOUNT))),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "malformed AccountSid",
+            signed(&replace("AccountSid", "AC123")),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "AccountSid in upper case",
+            signed(&replace("AccountSid", "AC0123456789ABCDEF0123456789ABCDEF")),
+            WebhookReject::Account,
+            403,
+        ),
+        (
+            "accountsid (wrong name case)",
+            signed(
+                &without("AccountSid")
+                    .into_iter()
+                    .chain([("accountsid", ACCOUNT)])
+                    .collect::<Vec<_>>(),
+            ),
+            WebhookReject::Account,
+            403,
+        ),
+        // Validly signed, our account, but no usable call.
+        (
+            "missing CallSid",
+            signed(&without("CallSid")),
+            WebhookReject::CallSid,
+            400,
+        ),
+        (
+            "malformed CallSid",
+            signed(&replace("CallSid", "CA123")),
+            WebhookReject::CallSid,
+            400,
+        ),
+        (
+            "CallSid with another prefix",
+            signed(&replace("CallSid", ACCOUNT)),
+            WebhookReject::CallSid,
+            400,
+        ),
+        (
+            "empty CallSid",
+            signed(&replace("CallSid", "")),
+            WebhookReject::CallSid,
+            400,
+        ),
+        (
+            "repeated CallSid",
+            signed(&with(("CallSid", CALL))),
+            WebhookReject::CallSid,
+            400,
+        ),
+        (
+            "two CallSids",
+            signed(&with(("CallSid", OTHER_CALL))),
+            WebhookReject::CallSid,
+            400,
+        ),
+    ];
+    for (name, r, reason, status) in cases {
+        let w = World::new();
+        let got = w.decide(&r);
+        assert_eq!(got.map(|a| a.call_sid), Err(reason), "{name}");
+        assert_eq!(reason.status(), status, "{name}");
+        assert!(w.ledger.is_empty(), "{name}: the ledger minted a token");
+        let text = format!("{reason:?} {reason} {}", reason.as_str());
+        let sig = r
+            .head
+            .headers
+            .iter()
+            .find(|(n, _)| n == "X-Twilio-Signature")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        common::assert_no_leak(&text, &[AUTH, &sig]);
+    }
+}
+
+#[test]
+fn full_ledger_is_503_and_mints_nothing() {
+    let w = World::with_ledger(TokenLedger::new(1));
+    let first = w.decide(&Request::good()).unwrap();
+    let other = Request::signed(
+        &twilio_params(ACCOUNT, OTHER_CALL),
+        AUTH,
+        SIGNED_URL,
+        "/voice/webhook",
+    );
+    let got = w.decide(&other).map(|a| a.call_sid);
+    assert_eq!(got, Err(WebhookReject::LedgerFull));
+    assert_eq!(WebhookReject::LedgerFull.status(), 503);
+    assert_eq!(w.ledger.len(), 1);
+    // The known call still gets its token.
+    assert_eq!(w.decide(&Request::good()).unwrap().twiml, first.twiml);
+}
+
+#[test]
+fn form_parsing() {
+    type Pairs = &'static [(&'static str, &'static str)];
+    let cases: &[(&[u8], Option<Pairs>)] = &[
+        (b"", Some(&[])),
+        (b"a=1&b=2", Some(&[("a", "1"), ("b", "2")])),
+        (b"a=1&&b=2&", Some(&[("a", "1"), ("b", "2")])),
+        (b"a", Some(&[("a", "")])),
+        (b"a=1&a=2", Some(&[("a", "1"), ("a", "2")])),
+        (
+            b"From=%2B14158675309&x=a+b",
+            Some(&[("From", "+14158675309"), ("x", "a b")]),
+        ),
+        (b"a=%zz", None),
+        (b"%zz=1", None),
+        (b"a=%FF", None),
+        (&[0xff], None),
+    ];
+    for (body, expected) in cases {
+        let got = parse_form(body);
+        let want = expected.map(|p| {
+            p.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(body));
+    }
+    let at_limit = vec!["a=1"; MAX_WEBHOOK_PARAMS].join("&");
+    assert_eq!(
+        parse_form(at_limit.as_bytes()).map(|p| p.len()),
+        Some(MAX_WEBHOOK_PARAMS)
+    );
+    let over = vec!["a=1"; MAX_WEBHOOK_PARAMS + 1].join("&");
+    assert_eq!(parse_form(over.as_bytes()), None);
+}
