@@ -265,3 +265,74 @@ async fn health_and_unknown_routes() {
     assert!(resp.ends_with("\r\n\r\n"));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_are_served_on_their_own_listener_in_prometheus_format() {
+    let h = Harness::start(Options {
+        configure: |c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap()),
+        ..Options::default()
+    })
+    .await;
+    let metrics = h.server().metrics_addr().unwrap();
+    assert_ne!(metrics, h.addr);
+    // One accepted and one refused webhook, one refused upgrade.
+    let _ = h.token_for(1).await;
+    let reply = h
+        .twilio
+        .post_webhook(
+            &h.webhook_url,
+            &h.twilio.voice_params(&call(2)),
+            Signing::Absent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 403);
+    let (status, _) = raw_http(
+        h.addr,
+        b"GET /voice/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let (status, text) = raw_http(
+        metrics,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4")
+    );
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    for line in [
+        "streamguard_webhook_requests_total{outcome=\"accepted\"} 1",
+        "streamguard_webhook_requests_total{outcome=\"rejected\"} 1",
+        "streamguard_streams_authenticated_total 0",
+        "streamguard_streams_rejected_total{reason=\"upgrade_signature_missing\"} 1",
+        "streamguard_streams_active 0",
+        "streamguard_connections_pending 0",
+        "streamguard_media_frames_total 0",
+        "# TYPE streamguard_streams_active gauge",
+        "# TYPE streamguard_media_frames_total counter",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{body}"
+        );
+    }
+    // The metrics listener serves nothing else, and the main listener does not serve metrics.
+    let (status, _) = raw_http(
+        metrics,
+        b"GET /voice/webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = raw_http(
+        h.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    h.shutdown().await;
+}
