@@ -250,11 +250,7 @@ async fn every_session_failure_closes_and_leaks_nothing() {
 
     // The token that was refused for other calls still works for its own call: refusals
     // consumed nothing.
-    let o = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&t1), 2))
-        .await
-        .unwrap();
+    let o = h.call_with(1, &t1, 2).await;
     assert_eq!(o.close_code, Some(1000));
     h.shutdown().await;
 }
@@ -296,26 +292,14 @@ async fn second_start_after_authentication_closes() {
 async fn a_token_works_once_then_is_refused() {
     let h = Harness::start(Options::default()).await;
     let t = h.token_for(1).await;
-    let first = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&t), 3))
-        .await
-        .unwrap();
+    let first = h.call_with(1, &t, 3).await;
     assert_eq!(first.close_code, Some(1000));
-    let replay = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&t), 3))
-        .await
-        .unwrap();
+    let replay = h.call_with(1, &t, 3).await;
     assert_refused(&replay, POLICY, "replayed token");
     // A retried webhook for the same call returns the same (spent) token: still refused.
     let again = h.token_for(1).await;
     assert_eq!(again, t);
-    let replay = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&again), 3))
-        .await
-        .unwrap();
+    let replay = h.call_with(1, &again, 3).await;
     assert_refused(&replay, POLICY, "token from a replayed webhook");
     assert_eq!(
         h.recorder.media_of(&stream_sid(1)).len(),
@@ -358,11 +342,7 @@ async fn an_expired_token_is_refused() {
     .await;
     let t = h.token_for(1).await;
     h.clock.as_ref().unwrap().advance(Duration::from_secs(1));
-    let o = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&t), 3))
-        .await
-        .unwrap();
+    let o = h.call_with(1, &t, 3).await;
     assert_refused(&o, POLICY, "expired token");
     assert_eq!(
         h.server().metrics().streams_rejected.get("token_expired"),
@@ -372,11 +352,7 @@ async fn an_expired_token_is_refused() {
     // A new webhook after expiry mints a fresh token that works.
     let fresh = h.token_for(1).await;
     assert_ne!(fresh, t);
-    let o = h
-        .twilio
-        .stream(&h.plan(1, Harness::token_param(&fresh), 1))
-        .await
-        .unwrap();
+    let o = h.call_with(1, &fresh, 1).await;
     assert_eq!(o.close_code, Some(1000));
     h.shutdown().await;
 }
@@ -539,13 +515,7 @@ async fn capacity_caps_answer_503() {
     );
     // Closing one frees its slot.
     drop(held.pop());
-    for _ in 0..200 {
-        if h.server().metrics().connections_pending == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(h.server().metrics().connections_pending, 1);
+    h.wait_metrics(|m| m.connections_pending == 1).await;
     let (status, _) = raw_http(h.addr, &req).await;
     assert_eq!(status, 101);
     drop(held);
@@ -559,18 +529,9 @@ async fn capacity_caps_answer_503() {
     .await;
     let t = h.token_for(1).await;
     let mut first = h.open_stream(1, &t, 1).await;
-    assert_eq!(
-        h.wait_metrics(|m| m.streams_active == 1)
-            .await
-            .streams_active,
-        1
-    );
+    h.wait_metrics(|m| m.streams_active == 1).await;
     let t2 = h.token_for(2).await;
-    let second = h
-        .twilio
-        .stream(&h.plan(2, Harness::token_param(&t2), 1))
-        .await
-        .unwrap();
+    let second = h.call_with(2, &t2, 1).await;
     assert_eq!(second.http_status, Some(503));
     assert!(!second.received_anything());
     assert_eq!(
@@ -579,18 +540,9 @@ async fn capacity_caps_answer_503() {
     );
     // When the first stream ends, its slot is free again.
     futures_util::SinkExt::close(&mut first).await.unwrap();
-    assert_eq!(
-        h.wait_metrics(|m| m.streams_active == 0)
-            .await
-            .streams_active,
-        0
-    );
+    h.wait_metrics(|m| m.streams_active == 0).await;
     let t3 = h.token_for(3).await;
-    let third = h
-        .twilio
-        .stream(&h.plan(3, Harness::token_param(&t3), 1))
-        .await
-        .unwrap();
+    let third = h.call_with(3, &t3, 1).await;
     assert_eq!(third.close_code, Some(1000));
     h.shutdown().await;
 }
@@ -607,19 +559,9 @@ async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() 
     let (t1, t2) = (h.token_for(1).await, h.token_for(2).await);
     let mut a = h.connect_stream().await;
     let mut b = h.connect_stream().await;
-    assert_eq!(
-        h.wait_metrics(|m| m.connections_pending == 2)
-            .await
-            .connections_pending,
-        2
-    );
+    h.wait_metrics(|m| m.connections_pending == 2).await;
     h.send_start(&mut a, 1, &t1, 1).await;
-    assert_eq!(
-        h.wait_metrics(|m| m.streams_active == 1)
-            .await
-            .streams_active,
-        1
-    );
+    h.wait_metrics(|m| m.streams_active == 1).await;
     h.send_start(&mut b, 2, &t2, 1).await;
     assert_eq!(close_code_of(&mut b).await, Some(POLICY));
     let m = h.wait_metrics(|m| m.connections_pending == 0).await;
@@ -714,12 +656,7 @@ async fn a_peer_that_stops_reading_is_closed_not_buffered() {
     let ws = h.open_stream(1, &t, 1).await;
     let ends = h.recorder.wait_ends(1).await;
     assert_eq!(ends, vec![(stream_sid(1), StreamEnd::Backpressure)]);
-    assert_eq!(
-        h.wait_metrics(|m| m.streams_active == 0)
-            .await
-            .streams_active,
-        0
-    );
+    h.wait_metrics(|m| m.streams_active == 0).await;
     drop(ws);
     h.shutdown().await;
 }
@@ -729,10 +666,7 @@ async fn shutdown_closes_streams_with_1001() {
     let h = Harness::start(Options::default()).await;
     let t = h.token_for(1).await;
     let mut ws = h.open_stream(1, &t, 2).await;
-    assert_eq!(
-        h.wait_metrics(|m| m.media_frames == 2).await.media_frames,
-        2
-    );
+    h.wait_metrics(|m| m.media_frames == 2).await;
     let recorder = h.recorder.clone();
     let (code, ()) = tokio::join!(close_code_of(&mut ws), h.shutdown());
     assert_eq!(code, Some(1001));

@@ -310,7 +310,8 @@ impl Harness {
         ws
     }
 
-    /// Waits (bounded) until `f` holds for the server's metrics.
+    /// Waits (at most 5 s) until `f` holds for the server's metrics, and fails the test if
+    /// it never does; returns the metrics that satisfied it.
     pub async fn wait_metrics(
         &self,
         f: impl Fn(&streamguard::server::Snapshot) -> bool,
@@ -322,7 +323,23 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.server().metrics()
+        panic!(
+            "metrics never reached the expected state: {:?}",
+            self.server().metrics()
+        );
+    }
+
+    /// Plays a full signed call `n` with `token` in customParameters and `frames` frames.
+    pub async fn call_with(
+        &self,
+        n: u64,
+        token: &str,
+        frames: usize,
+    ) -> streamguard::simulator::StreamOutcome {
+        self.twilio
+            .stream(&self.plan(n, Self::token_param(token), frames))
+            .await
+            .unwrap()
     }
 }
 
