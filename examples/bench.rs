@@ -78,7 +78,7 @@ fn micro() {
         },
     );
     time("signature::validate (12 form params)", 100_000, || {
-        black_box(validate(&auth, url, &params, None, Some(sig.as_bytes())).unwrap());
+        black_box(validate(&auth, url, &params, None, Some(sig.as_bytes()))).unwrap();
     });
 
     let start = start_message(
