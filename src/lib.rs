@@ -17,22 +17,26 @@
 //! Everything above is pure: time and randomness are arguments; the two shared maps
 //! ([`replay`]) take the time as an argument too. The [`server`] module is the only one that
 //! knows hyper and tokio; [`simulator`] plays Twilio's side for the demo, the tests and
-//! conformance checks.
+//! conformance checks. `invariants` (feature `fuzzing`, for the fuzz targets and the tests
+//! only) holds the checks the fuzz targets assert.
+
+// Also set in Cargo.toml's [lints]; stated here so a reader of the crate root sees them.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod demo;
 pub mod extract;
 pub mod frames;
-
+#[cfg(feature = "fuzzing")]
+pub mod invariants;
 pub mod limits;
 pub mod replay;
 pub mod secret;
 pub mod server;
-
 pub mod session;
 pub mod sid;
 pub mod signature;
 pub mod simulator;
-
 pub mod time;
 pub mod token;
 pub mod twiml;

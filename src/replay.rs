@@ -4,7 +4,7 @@
 //!   call whose token is still live gets the identical token back, never a second valid one.
 //! - [`ReplayGuard`] makes a token single use and allows one stream per call: a redeemed
 //!   nonce is remembered until the token expires, a redeemed CallSid for
-//!   [`DEFAULT_CALL_MEMORY`](crate::limits::DEFAULT_CALL_MEMORY) (or until the token expires,
+//!   [`DEFAULT_CALL_MEMORY`] (or until the token expires,
 //!   whichever is later).
 //!
 //! Both take `now` as an argument, hold a bounded number of entries, forget an entry only once

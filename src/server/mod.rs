@@ -1,8 +1,8 @@
 //! The hyper + tokio shell around the pure core. The only module that knows about sockets,
 //! clocks and tasks.
 //!
-//! - [`http`]: routing, the webhook, the pre-upgrade checks and the `101`;
-//! - [`stream`]: one task per upgraded connection, feeding the [`crate::session::Session`]
+//! - `http`: routing, the webhook, the pre-upgrade checks and the `101`;
+//! - `stream`: one task per upgraded connection, feeding the [`crate::session::Session`]
 //!   state machine with frames and the clock and carrying out what it returns;
 //! - [`capacity`], [`metrics`]: slot counters and Prometheus counters;
 //! - [`media`]: the [`MediaHandler`] trait through which an application receives
