@@ -110,7 +110,7 @@ fn refused_with(o: &StreamOutcome, code: u16) -> bool {
 fn random_hex(rng: &SystemRandom, bytes: usize) -> Result<String, SimError> {
     let mut buf = vec![0u8; bytes];
     rng.fill(&mut buf)
-        .map_err(|_| SimError::Url("randomness"))?;
+        .map_err(|_| SimError::Setup("randomness"))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -119,30 +119,30 @@ pub async fn run() -> Result<Report, SimError> {
     let rng = SystemRandom::new();
     let auth_text = random_hex(&rng, 16)?;
     let account_sid = AccountSid::parse(&format!("AC{}", random_hex(&rng, 16)?))
-        .map_err(|_| SimError::Url("sid"))?;
-    let key = TokenKey::generate(&rng).map_err(|_| SimError::Url("key"))?;
+        .map_err(|_| SimError::Setup("sid"))?;
+    let key = TokenKey::generate(&rng).map_err(|_| SimError::Setup("key"))?;
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let public_url =
-        PublicUrl::parse(&format!("http://{addr}")).map_err(|_| SimError::Url("public url"))?;
-    let auth = AuthToken::new(&auth_text).map_err(|_| SimError::Url("auth token"))?;
+        PublicUrl::parse(&format!("http://{addr}")).map_err(|_| SimError::Setup("public url"))?;
+    let auth = AuthToken::new(&auth_text).map_err(|_| SimError::Setup("auth token"))?;
     let config = Config::new(public_url, auth, account_sid, KeySet::single(key));
     let webhook_url = config.webhook_url();
     let server = server::start(listener, config, Arc::new(Echo), Arc::new(SystemClock)).await?;
 
     let twilio = Twilio {
         connect_to: addr,
-        auth_token: AuthToken::new(&auth_text).map_err(|_| SimError::Url("auth token"))?,
+        auth_token: AuthToken::new(&auth_text).map_err(|_| SimError::Setup("auth token"))?,
         account_sid,
     };
     let mut seed = [0u8; 8];
     rng.fill(&mut seed)
-        .map_err(|_| SimError::Url("randomness"))?;
+        .map_err(|_| SimError::Setup("randomness"))?;
     let seed = u64::from_be_bytes(seed);
-    let call = |n| CallSid::parse(&sid_from("CA", seed, n)).map_err(|_| SimError::Url("sid"));
+    let call = |n| CallSid::parse(&sid_from("CA", seed, n)).map_err(|_| SimError::Setup("sid"));
     let stream_sid =
-        |n| StreamSid::parse(&sid_from("MZ", seed, n)).map_err(|_| SimError::Url("sid"));
+        |n| StreamSid::parse(&sid_from("MZ", seed, n)).map_err(|_| SimError::Setup("sid"));
 
     let result = scenarios(&twilio, &webhook_url, account_sid, &call, &stream_sid).await;
     let metrics = server.metrics().render();
@@ -297,7 +297,7 @@ async fn scenarios(
     });
 
     // 7. A valid token presented under another account.
-    let foreign = AccountSid::parse(&sid_from("AC", 7, 7)).map_err(|_| SimError::Url("sid"))?;
+    let foreign = AccountSid::parse(&sid_from("AC", 7, 7)).map_err(|_| SimError::Setup("sid"))?;
     let o = twilio
         .stream(&attempt(
             8,

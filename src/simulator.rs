@@ -56,6 +56,8 @@ pub enum SimError {
     Url(&'static str),
     /// The server did not answer in time.
     Timeout,
+    /// A value the simulation needs could not be made (randomness, a key, a SID).
+    Setup(&'static str),
 }
 
 impl fmt::Display for SimError {
@@ -66,6 +68,7 @@ impl fmt::Display for SimError {
             Self::Twiml(e) => write!(f, "twiml: {e}"),
             Self::Url(e) => write!(f, "url: {e}"),
             Self::Timeout => f.write_str("no answer in time"),
+            Self::Setup(what) => write!(f, "cannot set up the simulation: {what}"),
         }
     }
 }
@@ -418,7 +421,7 @@ impl fmt::Debug for Twilio {
 }
 
 fn forged_token() -> Result<AuthToken, SimError> {
-    AuthToken::new("not-the-auth-token-0123456789abcdef").map_err(|_| SimError::Url("forged token"))
+    AuthToken::new("not-the-auth-token-0123456789abcdef").map_err(|_| SimError::Setup("forged auth token"))
 }
 
 impl Twilio {
