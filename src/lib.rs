@@ -31,6 +31,7 @@ pub mod frames;
 pub mod invariants;
 pub mod limits;
 pub mod replay;
+pub mod request;
 pub mod secret;
 pub mod server;
 pub mod session;

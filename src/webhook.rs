@@ -28,12 +28,12 @@ use ring::rand::SecureRandom;
 use crate::extract::{TOKEN_PARAM, form_decode, form_pairs};
 use crate::limits::{MAX_WEBHOOK_BODY_BYTES, MAX_WEBHOOK_PARAMS};
 use crate::replay::{MintError, TokenLedger};
+use crate::request::RequestHead;
 use crate::secret::{AuthToken, KeySet};
 use crate::sid::{AccountSid, CallSid, check_account_sid};
 use crate::signature::{self, SignatureError};
 use crate::time::UnixTime;
 use crate::twiml::{self, StreamTwiml};
-use crate::upgrade::RequestHead;
 
 /// The TwiML media type.
 pub const CONTENT_TYPE_XML: &str = "text/xml";
