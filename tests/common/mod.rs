@@ -46,18 +46,9 @@ pub fn proptest_config() -> ProptestConfig {
 // SIDs
 // ---------------------------------------------------------------------------------------------
 
-/// The configured account.
-pub const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-/// An account that is not the configured one.
-pub const OTHER_ACCOUNT: &str = "ACfedcba9876543210fedcba9876543210";
-/// The call tokens are issued for.
-pub const CALL: &str = "CA0123456789abcdef0123456789abcdef";
-/// Another call of the same account.
-pub const OTHER_CALL: &str = "CAfedcba9876543210fedcba9876543210";
-/// The stream of [`CALL`].
-pub const STREAM: &str = "MZ0123456789abcdef0123456789abcdef";
-/// Another stream.
-pub const OTHER_STREAM: &str = "MZfedcba9876543210fedcba9876543210";
+/// The configured account, another account, the call tokens are issued for, another call,
+/// their streams: the same fixed SIDs the fuzz targets use.
+pub use streamguard::invariants::{ACCOUNT, CALL, OTHER_ACCOUNT, OTHER_CALL, OTHER_STREAM, STREAM};
 
 pub fn account(s: &str) -> AccountSid {
     AccountSid::parse(s).unwrap()
