@@ -48,6 +48,7 @@ pub fn proptest_config() -> ProptestConfig {
 
 /// The configured account, another account, the call tokens are issued for, another call,
 /// their streams: the same fixed SIDs the fuzz targets use.
+#[allow(unused_imports)] // each test crate uses a different subset
 pub use streamguard::invariants::{ACCOUNT, CALL, OTHER_ACCOUNT, OTHER_CALL, OTHER_STREAM, STREAM};
 
 pub fn account(s: &str) -> AccountSid {
