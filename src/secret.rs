@@ -138,15 +138,15 @@ impl fmt::Debug for TokenKey {
 /// TTL), then drop it.
 #[derive(Debug)]
 pub struct KeySet {
-    keys: Vec<TokenKey>,
+    /// Issues and verifies. A field of its own, so the set can never be empty.
+    current: TokenKey,
+    /// Verify only (being rotated out).
+    previous: Vec<TokenKey>,
 }
 
 impl KeySet {
     /// A set from keys, current key first.
     pub fn new(keys: Vec<TokenKey>) -> Result<Self, KeyError> {
-        if keys.is_empty() {
-            return Err(KeyError::Empty);
-        }
         if keys.len() > TOKEN_MAX_KEYS {
             return Err(KeyError::TooMany);
         }
@@ -155,12 +155,20 @@ impl KeySet {
                 return Err(KeyError::DuplicateKeyId);
             }
         }
-        Ok(Self { keys })
+        let mut keys = keys.into_iter();
+        let current = keys.next().ok_or(KeyError::Empty)?;
+        Ok(Self {
+            current,
+            previous: keys.collect(),
+        })
     }
 
     /// A set holding one key.
     pub fn single(key: TokenKey) -> Self {
-        Self { keys: vec![key] }
+        Self {
+            current: key,
+            previous: Vec::new(),
+        }
     }
 
     /// A set from a comma-separated list of standard padded base64 keys, current key first.
@@ -174,26 +182,14 @@ impl KeySet {
 
     /// The key that issues new tokens.
     pub fn current(&self) -> &TokenKey {
-        // `new` and `single` guarantee at least one key; this cannot fail, but the fallback
-        // keeps the function total without a panic path.
-        match self.keys.first() {
-            Some(k) => k,
-            None => unreachable_key(),
-        }
+        &self.current
     }
 
     /// Every key whose id is `id` (normally at most one).
     pub(crate) fn with_id(&self, id: [u8; 4]) -> impl Iterator<Item = &TokenKey> {
-        self.keys.iter().filter(move |k| k.id.0 == id)
-    }
-}
-
-#[cold]
-fn unreachable_key() -> ! {
-    // Constructors reject an empty set; reaching this is a bug in this module, not input.
-    #[allow(clippy::panic)] // documented invariant of KeySet, not reachable from input
-    {
-        panic!("KeySet is never empty")
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .filter(move |k| k.id.0 == id)
     }
 }
 
