@@ -421,7 +421,8 @@ impl fmt::Debug for Twilio {
 }
 
 fn forged_token() -> Result<AuthToken, SimError> {
-    AuthToken::new("not-the-auth-token-0123456789abcdef").map_err(|_| SimError::Setup("forged auth token"))
+    AuthToken::new("not-the-auth-token-0123456789abcdef")
+        .map_err(|_| SimError::Setup("forged auth token"))
 }
 
 impl Twilio {
