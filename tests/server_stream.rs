@@ -54,15 +54,7 @@ async fn the_whole_twilio_flow_delivers_every_frame_in_order_and_echoes() {
     })
     .await;
     // Twilio: signed webhook, TwiML, query dropped, signed upgrade, connected, start, media, stop.
-    let reply = h
-        .twilio
-        .post_webhook(
-            &h.webhook_url,
-            &h.twilio.voice_params(&call(1)),
-            Signing::Valid,
-        )
-        .await
-        .unwrap();
+    let reply = h.webhook(1, Signing::Valid).await;
     let twiml = parse_twiml(&reply.body).unwrap();
     let frames = 50;
     let plan = StreamPlan::call(

@@ -21,15 +21,7 @@ use streamguard::token::verify;
 #[tokio::test]
 async fn signed_webhook_gets_twiml_with_a_token_bound_to_the_call() {
     let h = Harness::start(Options::default()).await;
-    let reply = h
-        .twilio
-        .post_webhook(
-            &h.webhook_url,
-            &h.twilio.voice_params(&call(1)),
-            Signing::Valid,
-        )
-        .await
-        .unwrap();
+    let reply = h.webhook(1, Signing::Valid).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.content_type.as_deref(), Some("text/xml"));
     let twiml = parse_twiml(&reply.body).unwrap();
@@ -70,15 +62,7 @@ async fn replayed_webhook_within_the_ttl_gets_byte_identical_twiml() {
     assert_eq!(first.status, 200);
     assert_eq!(first.body, second.body);
     // Another call gets another token.
-    let other = h
-        .twilio
-        .post_webhook(
-            &h.webhook_url,
-            &h.twilio.voice_params(&call(2)),
-            Signing::Valid,
-        )
-        .await
-        .unwrap();
+    let other = h.webhook(2, Signing::Valid).await;
     assert_ne!(
         parse_twiml(&first.body).unwrap().parameter("token"),
         parse_twiml(&other.body).unwrap().parameter("token")
@@ -277,15 +261,7 @@ async fn metrics_are_served_on_their_own_listener_in_prometheus_format() {
     assert_ne!(metrics, h.addr);
     // One accepted and one refused webhook, one refused upgrade.
     let _ = h.token_for(1).await;
-    let reply = h
-        .twilio
-        .post_webhook(
-            &h.webhook_url,
-            &h.twilio.voice_params(&call(2)),
-            Signing::Absent,
-        )
-        .await
-        .unwrap();
+    let reply = h.webhook(2, Signing::Absent).await;
     assert_eq!(reply.status, 403);
     let (status, _) = raw_http(
         h.addr,

@@ -231,17 +231,21 @@ impl Harness {
         self.server.as_ref().unwrap()
     }
 
-    /// The signed webhook for call `n`; returns the token from the TwiML.
-    pub async fn token_for(&self, n: u64) -> String {
-        let reply = self
-            .twilio
+    /// Twilio's voice webhook for call `n`, signed as `signing` says.
+    pub async fn webhook(&self, n: u64, signing: Signing) -> streamguard::simulator::WebhookReply {
+        self.twilio
             .post_webhook(
                 &self.webhook_url,
                 &self.twilio.voice_params(&call(n)),
-                Signing::Valid,
+                signing,
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The signed webhook for call `n`; returns the token from the TwiML.
+    pub async fn token_for(&self, n: u64) -> String {
+        let reply = self.webhook(n, Signing::Valid).await;
         assert_eq!(reply.status, 200);
         parse_twiml(&reply.body)
             .unwrap()
