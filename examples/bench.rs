@@ -19,13 +19,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use streamguard::kit::simulator::{media_message, start_message};
 use streamguard::limits::DEFAULT_MAX_MESSAGE_BYTES;
 use streamguard::replay::ReplayGuard;
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::session::{AuthContext, Event, Session, UrlToken};
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
 use streamguard::signature::{compute_signature, validate};
-use streamguard::simulator::{media_message, start_message};
 use streamguard::time::UnixTime;
 use streamguard::token::{issue_with_nonce, verify};
 

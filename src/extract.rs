@@ -16,8 +16,9 @@
 
 use std::fmt;
 
-use crate::frames::StartFrame;
 use crate::limits::{MAX_REQUEST_TARGET_BYTES, MAX_TOKEN_CHARS};
+use crate::wire::form;
+use crate::wire::frames::StartFrame;
 
 /// The name of the token parameter, in the query and in `customParameters`.
 pub const TOKEN_PARAM: &str = "token";
@@ -73,42 +74,6 @@ impl fmt::Display for ExtractError {
 
 impl std::error::Error for ExtractError {}
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b.wrapping_sub(b'0')),
-        b'a'..=b'f' => Some(b.wrapping_sub(b'a').wrapping_add(10)),
-        b'A'..=b'F' => Some(b.wrapping_sub(b'A').wrapping_add(10)),
-        _ => None,
-    }
-}
-
-/// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte). `None`
-/// for a malformed escape or bytes that are not UTF-8.
-pub fn form_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = hex_val(bytes.next()?)?;
-                let lo = hex_val(bytes.next()?)?;
-                out.push((hi << 4) | lo);
-            }
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Splits `application/x-www-form-urlencoded` text into raw (still encoded) name/value pairs.
-/// Empty segments (`a=1&&b=2`) are skipped; a segment without `=` has an empty value.
-pub fn form_pairs(s: &str) -> impl Iterator<Item = (&str, &str)> {
-    s.split('&')
-        .filter(|seg| !seg.is_empty())
-        .map(|seg| seg.split_once('=').unwrap_or((seg, "")))
-}
-
 fn check_token_text(t: String) -> Result<String, ExtractError> {
     if t.is_empty() {
         return Err(ExtractError::Empty);
@@ -136,9 +101,9 @@ pub fn token_from_request_target(target: &str) -> Result<Option<String>, Extract
         return Ok(None);
     };
     let mut found: Option<&str> = None;
-    for (name, value) in form_pairs(query) {
+    for (name, value) in form::pairs(query) {
         // Names are compared after decoding, so `%74oken` is also `token`.
-        let name = form_decode(name).ok_or(ExtractError::Encoding)?;
+        let name = form::decode(name).ok_or(ExtractError::Encoding)?;
         if name == TOKEN_PARAM {
             if found.is_some() {
                 return Err(ExtractError::Ambiguous);
@@ -152,7 +117,7 @@ pub fn token_from_request_target(target: &str) -> Result<Option<String>, Extract
             if raw.len() > MAX_TOKEN_CHARS.saturating_mul(3) {
                 return Err(ExtractError::TooLong);
             }
-            let t = form_decode(raw).ok_or(ExtractError::Encoding)?;
+            let t = form::decode(raw).ok_or(ExtractError::Encoding)?;
             check_token_text(t).map(Some)
         }
     }

@@ -46,7 +46,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::digest;
 
 use crate::extract;
-use crate::frames::{self, Inbound};
 use crate::limits::{
     DEFAULT_CALL_MEMORY, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_START_TIMEOUT,
     MAX_REQUEST_TARGET_BYTES, MAX_SIGNATURE_HEADER_BYTES, MAX_TOKEN_TTL, TOKEN_NONCE_BYTES,
@@ -60,8 +59,9 @@ use crate::sid::{AccountSid, CallSid};
 use crate::signature::{self, SignatureError};
 use crate::time::UnixTime;
 use crate::token::{self, IssueError, TokenError};
-use crate::twiml::{self, Field, StreamTwiml, Track, TwimlError, Verb};
 use crate::upgrade::{self, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject};
+use crate::wire::frames::{self, Inbound};
+use crate::wire::twiml::{self, Field, StreamTwiml, Track, TwimlError, Verb};
 
 // ---------------------------------------------------------------------------------------------
 // Fixed test secrets and values

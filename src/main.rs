@@ -18,8 +18,8 @@ use streamguard::server::{self, Config, Discard, Echo, HandlerFactory, PublicUrl
 use streamguard::sid::AccountSid;
 use streamguard::signature;
 use streamguard::time::SystemClock;
-use streamguard::twiml::{self, StreamTwiml, Verb};
 use streamguard::upgrade::SignatureMode;
+use streamguard::wire::twiml::{self, StreamTwiml, Verb};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -229,7 +229,7 @@ async fn demo() -> Result<(), String> {
     println!(
         "streamguard demo: a local server with ephemeral secrets, one simulated call, forgeries\n"
     );
-    let report = streamguard::demo::run()
+    let report = streamguard::kit::demo::run()
         .await
         .map_err(|e| format!("demo could not run: {e}"))?;
     print!("{}", report.render());

@@ -34,15 +34,15 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::extract::{self, ExtractError, TOKEN_PARAM};
-use crate::frames::{
-    CustomParameters, DtmfFrame, FrameError, Inbound, MarkFrame, MediaFormat, MediaFrame,
-    StartFrame, StopFrame, Tracks, parse_inbound,
-};
 use crate::replay::{ReplayError, ReplayGuard};
 use crate::secret::KeySet;
 use crate::sid::{AccountSid, CallSid, StreamSid, check_account_sid};
 use crate::time::UnixTime;
 use crate::token::{self, TokenError};
+use crate::wire::frames::{
+    CustomParameters, DtmfFrame, FrameError, Inbound, MarkFrame, MediaFormat, MediaFrame,
+    StartFrame, StopFrame, Tracks, parse_inbound,
+};
 
 /// A WebSocket close code (RFC 6455 §7.4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

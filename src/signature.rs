@@ -191,7 +191,7 @@ pub fn port_variants(url: &str) -> Result<(String, String), SignatureError> {
 fn query_values<'a>(url: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     let without_fragment = url.split_once('#').map_or(url, |(u, _)| u);
     let query = without_fragment.split_once('?').map_or("", |(_, q)| q);
-    crate::extract::form_pairs(query)
+    crate::wire::form::pairs(query)
         .filter(move |(n, _)| *n == name)
         .map(|(_, v)| v)
 }

@@ -25,10 +25,10 @@ use std::fmt;
 use base64::Engine as _;
 
 use crate::limits::MAX_REQUEST_TARGET_BYTES;
-pub use crate::request::{Repeated, RequestHead};
 use crate::secret::AuthToken;
 use crate::session::UrlToken;
 use crate::signature::{self, SignatureError};
+pub use crate::wire::request::{Repeated, RequestHead};
 
 /// Whether the handshake must carry a valid `X-Twilio-Signature` (`--upgrade-signature`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -16,7 +16,7 @@
 //!
 //! Then the token is minted through the [`TokenLedger`], so a retried or replayed webhook for
 //! a call whose token is still live gets the identical token, and the answer is `200` with
-//! `Content-Type: text/xml` and the TwiML of [`crate::twiml::render`]:
+//! `Content-Type: text/xml` and the TwiML of [`crate::wire::twiml::render`]:
 //! `<Connect><Stream url="{ws(s) public url}{stream-path}">` with one
 //! `<Parameter name="token" value="{token}" />`.
 
@@ -25,15 +25,16 @@ use std::time::Duration;
 
 use ring::rand::SecureRandom;
 
-use crate::extract::{TOKEN_PARAM, form_decode, form_pairs};
-use crate::limits::{MAX_WEBHOOK_BODY_BYTES, MAX_WEBHOOK_PARAMS};
+use crate::extract::TOKEN_PARAM;
+use crate::limits::MAX_WEBHOOK_BODY_BYTES;
 use crate::replay::{MintError, TokenLedger};
-use crate::request::RequestHead;
 use crate::secret::{AuthToken, KeySet};
 use crate::sid::{AccountSid, CallSid, check_account_sid};
 use crate::signature::{self, SignatureError};
 use crate::time::UnixTime;
-use crate::twiml::{self, StreamTwiml};
+use crate::wire::form;
+use crate::wire::request::RequestHead;
+use crate::wire::twiml::{self, StreamTwiml};
 
 /// The TwiML media type.
 pub const CONTENT_TYPE_XML: &str = "text/xml";
@@ -147,19 +148,6 @@ fn is_form(content_type: Option<&[u8]>) -> bool {
     })
 }
 
-/// Decodes a form body into (name, value) pairs.
-pub fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut out = Vec::new();
-    for (n, v) in form_pairs(text) {
-        if out.len() >= MAX_WEBHOOK_PARAMS {
-            return None;
-        }
-        out.push((form_decode(n)?, form_decode(v)?));
-    }
-    Some(out)
-}
-
 fn single<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     let mut values = params
         .iter()
@@ -195,7 +183,7 @@ pub fn decide(
         .map_err(|_| WebhookReject::Signature(SignatureError::Malformed))?;
     let content_type = req.single_header("content-type").ok().flatten();
     let params = if is_form(content_type) {
-        let params = parse_form(body).ok_or(WebhookReject::MalformedForm)?;
+        let params = form::parse(body).ok_or(WebhookReject::MalformedForm)?;
         signature::validate(policy.auth, &signed_url, &params, None, header)
             .map_err(WebhookReject::Signature)?;
         params

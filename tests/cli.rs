@@ -14,9 +14,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use streamguard::kit::simulator::{Signing, StreamPlan, Twilio, parse_twiml, strip_query};
 use streamguard::secret::AuthToken;
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
-use streamguard::simulator::{Signing, StreamPlan, Twilio, parse_twiml, strip_query};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
 

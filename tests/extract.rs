@@ -15,11 +15,12 @@ mod common;
 use common::{ACCOUNT, CALL, STREAM};
 use proptest::prelude::*;
 use streamguard::extract::{
-    ExtractError, TOKEN_PARAM, form_decode, resolve_token, token_from_custom_parameters,
+    ExtractError, TOKEN_PARAM, resolve_token, token_from_custom_parameters,
     token_from_request_target,
 };
-use streamguard::frames::{Inbound, parse_inbound};
 use streamguard::limits::{DEFAULT_MAX_MESSAGE_BYTES, MAX_REQUEST_TARGET_BYTES, MAX_TOKEN_CHARS};
+use streamguard::wire::form;
+use streamguard::wire::frames::{Inbound, parse_inbound};
 
 /// What a request target yields.
 #[derive(Debug)]
@@ -184,7 +185,7 @@ fn extraction_errors_do_not_carry_the_token() {
     }
 }
 
-fn start_with_params(params: &[(&str, &str)]) -> streamguard::frames::StartFrame {
+fn start_with_params(params: &[(&str, &str)]) -> streamguard::wire::frames::StartFrame {
     let text = common::start_json(STREAM, ACCOUNT, CALL, params);
     match parse_inbound(&text, DEFAULT_MAX_MESSAGE_BYTES).unwrap() {
         Inbound::Start(s) => s,
@@ -269,7 +270,7 @@ fn form_decode_table() {
         ("日", Some("日")),
     ];
     for (input, expected) in cases {
-        assert_eq!(form_decode(input).as_deref(), *expected, "{input:?}");
+        assert_eq!(form::decode(input).as_deref(), *expected, "{input:?}");
     }
 }
 

@@ -15,10 +15,12 @@ mod common;
 
 use common::{ACCOUNT, CALL, OTHER_STREAM, STREAM};
 use proptest::prelude::*;
-use streamguard::frames::{FrameError, Inbound, MarkBody, Outbound, OutboundMedia, parse_inbound};
 use streamguard::limits::{
     DEFAULT_MAX_MESSAGE_BYTES, MAX_CUSTOM_PARAMETER_NAME_BYTES, MAX_CUSTOM_PARAMETER_VALUE_BYTES,
     MAX_CUSTOM_PARAMETERS, MAX_SHORT_FIELD_BYTES, MAX_TRACKS,
+};
+use streamguard::wire::frames::{
+    FrameError, Inbound, MarkBody, Outbound, OutboundMedia, parse_inbound,
 };
 
 const MAX: usize = DEFAULT_MAX_MESSAGE_BYTES;

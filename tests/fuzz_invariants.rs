@@ -37,7 +37,7 @@ use streamguard::invariants::{
     TokenMutation, UpgradeHeader, UpgradeInput, UpgradeOutcome, UpgradeTarget, UrlTokenChoice,
 };
 use streamguard::signature::compute_signature;
-use streamguard::twiml::{Method, StreamTwiml, Track, Verb};
+use streamguard::wire::twiml::{Method, StreamTwiml, Track, Verb};
 
 /// Every fuzz target, as named in `fuzz/Cargo.toml`.
 const TARGETS: [&str; 7] = [

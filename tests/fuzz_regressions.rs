@@ -19,7 +19,7 @@
 )] // tests: a panic is a failure
 
 use streamguard::invariants::{self, AccountChoice, CallChoice, TokenMutation};
-use streamguard::twiml::StreamTwiml;
+use streamguard::wire::twiml::StreamTwiml;
 
 /// `check_url` used to lower-case `url.get(..6)`, which is `None` when byte 6 falls inside a
 /// multi-byte character: `ws://é…` was refused as "not ws:// or wss://". Invariant: render

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use harness::{Harness, Options, Seen, call, close_code_of, raw_http, stream_sid};
-use streamguard::server::StreamEnd;
-use streamguard::simulator::{
+use streamguard::kit::simulator::{
     Signing, StreamOutcome, StreamPlan, parse_twiml, strip_query, tone_frame,
 };
+use streamguard::server::StreamEnd;
 use streamguard::upgrade::SignatureMode;
 use tungstenite::Message;
 
@@ -170,7 +170,7 @@ async fn every_session_failure_closes_and_leaks_nothing() {
     ));
     let mut p = h.plan(1, Vec::new(), 0);
     p.start = None;
-    p.raw = vec![Message::text(streamguard::simulator::media_message(
+    p.raw = vec![Message::text(streamguard::kit::simulator::media_message(
         &stream_sid(1),
         0,
     ))];
@@ -199,7 +199,9 @@ async fn every_session_failure_closes_and_leaks_nothing() {
     let mut p = h.plan(1, Vec::new(), 0);
     p.start = None;
     p.connected = true;
-    p.raw = vec![Message::text(streamguard::simulator::connected_message())];
+    p.raw = vec![Message::text(
+        streamguard::kit::simulator::connected_message(),
+    )];
     cases.push(("second connected", p, POLICY, "unexpected_connected"));
     let mut p = h.plan(1, Vec::new(), 0);
     p.start = None;
@@ -251,7 +253,7 @@ async fn every_session_failure_closes_and_leaks_nothing() {
 async fn second_start_after_authentication_closes() {
     let h = Harness::start(Options::default()).await;
     let t1 = h.token_for(1).await;
-    let start = streamguard::simulator::start_message(
+    let start = streamguard::kit::simulator::start_message(
         &h.account,
         &call(1),
         &stream_sid(1),
@@ -262,7 +264,10 @@ async fn second_start_after_authentication_closes() {
     p.start = None;
     p.raw = vec![
         Message::text(start.clone()),
-        Message::text(streamguard::simulator::media_message(&stream_sid(1), 0)),
+        Message::text(streamguard::kit::simulator::media_message(
+            &stream_sid(1),
+            0,
+        )),
         Message::text(start),
     ];
     let o = h.twilio.stream(&p).await.unwrap();

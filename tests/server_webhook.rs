@@ -12,9 +12,9 @@
 mod harness;
 
 use harness::{ACCOUNT, Harness, Options, call, raw_http};
+use streamguard::kit::simulator::{Signing, parse_twiml};
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::signature::compute_signature;
-use streamguard::simulator::{Signing, parse_twiml};
 use streamguard::time::SystemClock;
 use streamguard::token::verify;
 

@@ -20,7 +20,6 @@ use common::{
 };
 use proptest::prelude::*;
 use streamguard::extract::ExtractError;
-use streamguard::frames::FrameError;
 use streamguard::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_START_TIMEOUT};
 use streamguard::replay::{ReplayError, ReplayGuard};
 use streamguard::secret::KeySet;
@@ -28,6 +27,7 @@ use streamguard::session::{AuthContext, CloseCode, Event, Output, Reason, Sessio
 use streamguard::sid::AccountSid;
 use streamguard::time::UnixTime;
 use streamguard::token::{TokenError, issue_with_nonce};
+use streamguard::wire::frames::FrameError;
 
 /// The configuration and shared state a server would hold.
 struct World {

@@ -16,7 +16,7 @@ mod common;
 
 use proptest::prelude::*;
 use serde::Deserialize;
-use streamguard::twiml::{
+use streamguard::wire::twiml::{
     Field, Method, StreamTwiml, Track, TwimlError, Verb, is_xml_char, render,
 };
 

@@ -23,9 +23,8 @@ use streamguard::sid::AccountSid;
 use streamguard::signature::{SignatureError, compute_signature};
 use streamguard::token::{TokenError, verify};
 use streamguard::upgrade::RequestHead;
-use streamguard::webhook::{
-    Accepted, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, decide, parse_form,
-};
+use streamguard::webhook::{Accepted, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, decide};
+use streamguard::wire::form;
 
 const SIGNED_URL: &str = "https://streamguard.example.com/voice/webhook";
 const STREAM_URL: &str = "wss://streamguard.example.com/voice/stream";
@@ -619,7 +618,7 @@ fn form_parsing() {
         (&[0xff], None),
     ];
     for (body, expected) in cases {
-        let got = parse_form(body);
+        let got = form::parse(body);
         let want = expected.map(|p| {
             p.iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -629,9 +628,9 @@ fn form_parsing() {
     }
     let at_limit = vec!["a=1"; MAX_WEBHOOK_PARAMS].join("&");
     assert_eq!(
-        parse_form(at_limit.as_bytes()).map(|p| p.len()),
+        form::parse(at_limit.as_bytes()).map(|p| p.len()),
         Some(MAX_WEBHOOK_PARAMS)
     );
     let over = vec!["a=1"; MAX_WEBHOOK_PARAMS + 1].join("&");
-    assert_eq!(parse_form(over.as_bytes()), None);
+    assert_eq!(form::parse(over.as_bytes()), None);
 }

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use streamguard::invariants;
-use streamguard::twiml::StreamTwiml;
+use streamguard::wire::twiml::StreamTwiml;
 
 fuzz_target!(|input: StreamTwiml| {
     invariants::twiml(&input);

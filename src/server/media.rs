@@ -14,10 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::frames::{DtmfFrame, MarkBody, MarkFrame, MediaFrame, Outbound, OutboundMedia, Short};
 use crate::limits::MAX_OUTBOUND_BUFFER_BYTES;
 use crate::session::{Reason, StreamInfo};
 use crate::sid::StreamSid;
+use crate::wire::frames::{
+    DtmfFrame, MarkBody, MarkFrame, MediaFrame, Outbound, OutboundMedia, Short,
+};
 
 /// Why a stream ended, as told to [`MediaHandler::on_end`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

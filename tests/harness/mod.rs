@@ -7,15 +7,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use streamguard::frames::{DtmfFrame, MarkFrame, MediaFrame};
+use streamguard::kit::simulator::{
+    Signing, StreamPlan, Twilio, parse_twiml, sid_from, strip_query,
+};
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::{
     self, Config, HandlerFactory, MediaHandler, Outbox, PublicUrl, ServerHandle, StreamEnd,
 };
 use streamguard::session::StreamInfo;
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
-use streamguard::simulator::{Signing, StreamPlan, Twilio, parse_twiml, sid_from, strip_query};
 use streamguard::time::{Clock, ManualClock, SystemClock, UnixTime};
+use streamguard::wire::frames::{DtmfFrame, MarkFrame, MediaFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -232,7 +234,11 @@ impl Harness {
     }
 
     /// Twilio's voice webhook for call `n`, signed as `signing` says.
-    pub async fn webhook(&self, n: u64, signing: Signing) -> streamguard::simulator::WebhookReply {
+    pub async fn webhook(
+        &self,
+        n: u64,
+        signing: Signing,
+    ) -> streamguard::kit::simulator::WebhookReply {
         self.twilio
             .post_webhook(
                 &self.webhook_url,
@@ -297,11 +303,15 @@ impl Harness {
     pub async fn send_start(&self, ws: &mut Client, n: u64, token: &str, frames: usize) {
         use futures_util::SinkExt;
         let params = Self::token_param(token);
-        let start =
-            streamguard::simulator::start_message(&self.account, &call(n), &stream_sid(n), &params);
+        let start = streamguard::kit::simulator::start_message(
+            &self.account,
+            &call(n),
+            &stream_sid(n),
+            &params,
+        );
         ws.send(tungstenite::Message::text(start)).await.unwrap();
         for i in 0..frames {
-            let m = streamguard::simulator::media_message(&stream_sid(n), i);
+            let m = streamguard::kit::simulator::media_message(&stream_sid(n), i);
             ws.send(tungstenite::Message::text(m)).await.unwrap();
         }
     }
@@ -339,7 +349,7 @@ impl Harness {
         n: u64,
         token: &str,
         frames: usize,
-    ) -> streamguard::simulator::StreamOutcome {
+    ) -> streamguard::kit::simulator::StreamOutcome {
         self.twilio
             .stream(&self.plan(n, Self::token_param(token), frames))
             .await

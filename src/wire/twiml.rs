@@ -239,7 +239,7 @@ fn check_url(url: &str) -> Result<(), TwimlError> {
 /// Renders the TwiML document.
 ///
 /// ```
-/// use streamguard::twiml::{render, StreamTwiml};
+/// use streamguard::wire::twiml::{render, StreamTwiml};
 /// let twiml = StreamTwiml::connect("wss://example.com/media").parameter("callId", "abc123");
 /// assert_eq!(
 ///     render(&twiml).unwrap(),

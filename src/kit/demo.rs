@@ -8,13 +8,13 @@ use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 
-use crate::secret::{AuthToken, KeySet, TokenKey};
-use crate::server::{self, Config, Echo, PublicUrl};
-use crate::sid::{AccountSid, CallSid, StreamSid};
-use crate::simulator::{
+use crate::kit::simulator::{
     Signing, SimError, StreamOutcome, StreamPlan, Twilio, parse_twiml, sid_from, strip_query,
     tone_frame,
 };
+use crate::secret::{AuthToken, KeySet, TokenKey};
+use crate::server::{self, Config, Echo, PublicUrl};
+use crate::sid::{AccountSid, CallSid, StreamSid};
 use crate::time::SystemClock;
 
 /// Media frames in the demo call (half a second of audio, sent in real time).

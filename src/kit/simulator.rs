@@ -27,10 +27,13 @@ use tokio::net::TcpStream;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 
-use crate::frames::{ConnectedFrame, Inbound, MediaBody, MediaFrame, Short, StopBody, StopFrame};
 use crate::secret::AuthToken;
 use crate::sid::{AccountSid, CallSid, StreamSid};
 use crate::signature;
+use crate::wire::form;
+use crate::wire::frames::{
+    ConnectedFrame, Inbound, MediaBody, MediaFrame, Short, StopBody, StopFrame,
+};
 
 /// Bytes of mu-law audio in one 20 ms frame at 8 kHz.
 pub const FRAME_BYTES: usize = 160;
@@ -472,7 +475,7 @@ impl Twilio {
             .ok_or(SimError::Url("webhook url has no host"))?;
         let body = params
             .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .map(|(k, v)| format!("{}={}", form::encode(k), form::encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let mut req = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
@@ -621,18 +624,4 @@ impl Twilio {
         let _ = tokio::time::timeout(REPLY_TIMEOUT, read_all).await;
         Ok(outcome)
     }
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(char::from(b))
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
