@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use streamguard::kit::simulator::{media_message, start_message};
 use streamguard::limits::DEFAULT_MAX_MESSAGE_BYTES;
-use streamguard::replay::ReplayGuard;
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
-use streamguard::session::{AuthContext, Event, Session, UrlToken};
+use streamguard::session::{AuthContext, Event, Output, Session, UrlToken};
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
 use streamguard::signature::{compute_signature, validate};
+use streamguard::store::{self, MemoryStore, StoreKey, StorePolicy};
 use streamguard::time::UnixTime;
 use streamguard::token::{issue_with_nonce, verify};
 
@@ -88,16 +88,15 @@ fn micro() {
         &[("token".to_owned(), token.as_str().to_owned())],
     );
     let media = media_message(&stream, 0);
-    let guard = ReplayGuard::new(1 << 20, Duration::from_secs(600));
     let ctx = AuthContext {
         keys: &keys,
         expected_account: &account,
-        replay: &guard,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
     };
-    let mut streaming = Session::new(now, Duration::from_secs(5), UrlToken::NONE)
+    let redeeming = Session::new(now, Duration::from_secs(5), UrlToken::NONE)
         .handle(Event::Text(&start), now, &ctx)
         .0;
+    let mut streaming = redeeming.handle(Event::Redeemed(Ok(())), now, &ctx).0;
     assert!(streaming.is_authenticated());
     time("session: one 160-byte media frame", 200_000, || {
         let state = std::mem::replace(&mut streaming, Session::Closed);
@@ -106,30 +105,65 @@ fn micro() {
         streaming = next;
     });
     let mut n = 0u64;
-    time("session: start (incl. issuing its token)", 20_000, || {
-        n += 1;
-        let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&n.to_be_bytes());
-        let token = issue_with_nonce(
-            keys.current(),
-            &account,
-            &call,
-            now,
-            Duration::from_secs(60),
-            nonce,
-        )
-        .unwrap();
-        let start = start_message(
-            &account,
-            &call,
-            &stream,
-            &[("token".to_owned(), token.as_str().to_owned())],
-        );
-        let s = Session::new(now, Duration::from_secs(5), UrlToken::NONE);
-        let (s, _) = s.handle(Event::Text(&start), now, &ctx);
-        assert!(s.is_authenticated());
-    });
+    time(
+        "session: start up to the redemption (incl. issuing its token)",
+        20_000,
+        || {
+            n += 1;
+            let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&n.to_be_bytes());
+            let token = issue_with_nonce(
+                keys.current(),
+                &account,
+                &call,
+                now,
+                Duration::from_secs(60),
+                nonce,
+            )
+            .unwrap();
+            let start = start_message(
+                &account,
+                &call,
+                &stream,
+                &[("token".to_owned(), token.as_str().to_owned())],
+            );
+            let s = Session::new(now, Duration::from_secs(5), UrlToken::NONE);
+            let (s, out) = s.handle(Event::Text(&start), now, &ctx);
+            assert!(s.is_redeeming() && matches!(out, Output::Redeem(_)));
+        },
+    );
+
+    let memory = MemoryStore::new(
+        1 << 20,
+        StorePolicy {
+            token_ttl: Duration::from_secs(60),
+            call_memory: Duration::from_secs(14_400),
+            streams_per_call: 1,
+        },
+    );
+    let store_key = StoreKey::derive(&auth);
+    let rng = ring::rand::SystemRandom::new();
+    let mut n = 0u64;
+    time(
+        "store (memory): mint, verify, redeem one call",
+        20_000,
+        || {
+            use futures_util::FutureExt as _;
+            n += 1;
+            let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
+            let ttl = Duration::from_secs(60);
+            let token = store::mint(&memory, &store_key, &keys, &account, &call, now, ttl, &rng)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            let claims = verify(&keys, token.as_str(), &account, &call, now).unwrap();
+            store::redeem(&memory, &store_key, &account, &call, &claims, now)
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+        },
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -219,7 +253,48 @@ fn idle_connections(n: usize) {
     );
 }
 
+/// Resident memory per record of the in-memory replay store: `n` calls minted, then all of
+/// them streamed (the record a call keeps for its call memory).
+fn call_records(n: u64) {
+    use futures_util::FutureExt as _;
+    let account = AccountSid::parse("AC0123456789abcdef0123456789abcdef").unwrap();
+    let keys = KeySet::single(TokenKey::from_bytes(&[7; 32]).unwrap());
+    let auth = AuthToken::new("0123456789abcdef0123456789abcdef").unwrap();
+    let store_key = StoreKey::derive(&auth);
+    let rng = ring::rand::SystemRandom::new();
+    let now = UnixTime::from_millis(1_800_000_000_000);
+    let ttl = Duration::from_secs(60);
+    let store = MemoryStore::new(
+        usize::try_from(n).unwrap(),
+        StorePolicy {
+            token_ttl: ttl,
+            call_memory: Duration::from_secs(14_400),
+            streams_per_call: 1,
+        },
+    );
+    let before = rss_kib(std::process::id());
+    for i in 0..n {
+        let call = CallSid::parse(&format!("CA{i:032x}")).unwrap();
+        let token = store::mint(&store, &store_key, &keys, &account, &call, now, ttl, &rng)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        let claims = verify(&keys, token.as_str(), &account, &call, now).unwrap();
+        store::redeem(&store, &store_key, &account, &call, &claims, now)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+    }
+    let after = rss_kib(std::process::id());
+    let per = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    println!(
+        "\nreplay store (memory): {n} streamed calls, {before} -> {after} KiB RSS, {per:.0} bytes per record"
+    );
+    black_box(store);
+}
+
 fn main() {
     micro();
+    call_records(1_000_000);
     idle_connections(1000);
 }

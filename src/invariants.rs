@@ -50,13 +50,14 @@ use crate::limits::{
     DEFAULT_CALL_MEMORY, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_START_TIMEOUT,
     MAX_REQUEST_TARGET_BYTES, MAX_SIGNATURE_HEADER_BYTES, MAX_TOKEN_TTL, TOKEN_NONCE_BYTES,
 };
-use crate::replay::ReplayGuard;
 use crate::secret::{AuthToken, KeySet, TokenKey};
 use crate::session::{
-    AuthContext, CloseCode, Event, Output, Reason, Session, StreamInfo, UrlToken,
+    AuthContext, CloseCode, Event, Output, Reason, RedeemFailure, Redemption, Session, StreamInfo,
+    UrlToken,
 };
 use crate::sid::{AccountSid, CallSid};
 use crate::signature::{self, SignatureError};
+use crate::store::{self, LiveToken, MemoryStore, RedeemError, StoreKey, StorePolicy};
 use crate::time::UnixTime;
 use crate::token::{self, IssueError, TokenError};
 use crate::upgrade::{self, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject};
@@ -157,7 +158,8 @@ pub enum FixtureToken {
     OtherKey,
     /// For ([`ACCOUNT`], [`CALL`]) two minutes before [`NOW`]: expired at `NOW`.
     Expired,
-    /// A second live token for ([`ACCOUNT`], [`CALL`]): opens no second stream of the call.
+    /// A second token for ([`ACCOUNT`], [`CALL`]) with a valid MAC, but not the one the replay
+    /// store minted ([`ON_RECORD`]): it never opens a stream.
     SecondForCall,
 }
 
@@ -180,6 +182,7 @@ struct IssuedToken {
     call: CallSid,
     by_token_key: bool,
     expires_at: UnixTime,
+    nonce: [u8; TOKEN_NONCE_BYTES],
 }
 
 /// One policy URL of the upgrade targets: the configured `{ws(s) public url}{stream-path}`
@@ -238,6 +241,7 @@ impl PolicyUrl {
 
 struct Fixtures {
     keys: KeySet,
+    store_key: StoreKey,
     unused_keys: KeySet,
     auth: AuthToken,
     other_auth: AuthToken,
@@ -303,6 +307,7 @@ fn build_fixtures() -> Fixtures {
                 call,
                 by_token_key: k.id() == key.id(),
                 expires_at: fixture(at.checked_add(TOKEN_TTL).ok_or(()), "expiry"),
+                nonce,
             }
         })
         .collect();
@@ -319,13 +324,15 @@ fn build_fixtures() -> Fixtures {
         .saturating_sub(suffix.len());
     let oversized = format!("{prefix}{}{suffix}", "A".repeat(fill));
 
+    let auth = fixture(AuthToken::new(AUTH_TOKEN), "auth token");
     Fixtures {
+        store_key: StoreKey::derive(&auth),
         keys: KeySet::single(key),
         unused_keys: KeySet::single(fixture(
             TokenKey::from_bytes(&UNUSED_TOKEN_KEY),
             "unused token key",
         )),
-        auth: fixture(AuthToken::new(AUTH_TOKEN), "auth token"),
+        auth,
         other_auth: fixture(AuthToken::new(OTHER_AUTH_TOKEN), "other auth token"),
         account,
         other_account,
@@ -348,6 +355,81 @@ impl Fixtures {
     fn issued(&self, text: &str) -> Option<&IssuedToken> {
         self.tokens.iter().find(|t| t.text == text)
     }
+}
+
+/// The fixture tokens a replay store holds, as if the server had minted them: the live token
+/// of ([`ACCOUNT`], [`CALL`]) is [`FixtureToken::Valid`], that of ([`ACCOUNT`],
+/// [`OTHER_CALL`]) is [`FixtureToken::OtherCall`]. Every other fixture token is not on record
+/// (another account, another key, expired, or superseded for its call).
+pub const ON_RECORD: [FixtureToken; 2] = [FixtureToken::Valid, FixtureToken::OtherCall];
+
+/// A fresh in-memory replay store holding the tokens of [`ON_RECORD`] (one stream per call,
+/// the default call memory).
+fn fixture_store() -> MemoryStore {
+    let fx = fixtures();
+    let store = MemoryStore::new(
+        8,
+        StorePolicy {
+            token_ttl: TOKEN_TTL,
+            call_memory: DEFAULT_CALL_MEMORY,
+            streams_per_call: 1,
+        },
+    );
+    for which in ON_RECORD {
+        let t = fx.token(which);
+        let live = LiveToken {
+            key_id: fx.keys.current().id(),
+            expires_at: t.expires_at,
+            sealed: fx
+                .store_key
+                .seal_nonce(&t.account, &t.call, t.expires_at, &t.nonce),
+        };
+        let id = fx.store_key.call_id(&t.account, &t.call);
+        fixture(store.mint_now(id, live, NOW), "fixture store");
+    }
+    store
+}
+
+/// Carries out a redemption the way the server does, on `store`.
+fn redeem_in(store: &MemoryStore, r: &Redemption, now: UnixTime) -> Result<(), RedeemFailure> {
+    let key = &fixtures().store_key;
+    let offer = store::presented(key, &r.account_sid, &r.call_sid, &r.claims);
+    match store.redeem_now(key.call_id(&r.account_sid, &r.call_sid), &offer, now) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(refusal)) => Err(RedeemFailure::Store(RedeemError::Refused(refusal))),
+        Err(e) => Err(RedeemFailure::Store(RedeemError::Store(e))),
+    }
+}
+
+/// [`Session::handle`] for one event, with a redemption it asks for carried out on `store`
+/// and reported in the same step (as the server does before it reads again). Checks that a
+/// redemption is asked for only on a `start` text, and is answered by `Authenticated` or a
+/// close.
+fn handle_with_store(
+    session: Session,
+    event: Event<'_>,
+    now: UnixTime,
+    ctx: &AuthContext<'_>,
+    store: &MemoryStore,
+) -> (Session, Output) {
+    let (next, output) = session.handle(event, now, ctx);
+    let Output::Redeem(r) = output else {
+        return (next, output);
+    };
+    if !matches!(event, Event::Text(_)) || !next.is_redeeming() {
+        violated(format_args!(
+            "a redemption was asked for on {event:?}, or without the session redeeming"
+        ));
+    }
+    let result = redeem_in(store, &r, now);
+    let (after, out) = next.handle(Event::Redeemed(result), now, ctx);
+    match (&result, &out) {
+        (Ok(()), Output::Authenticated(_)) | (Err(_), Output::Close(_)) => {}
+        _ => violated(format_args!(
+            "the redemption result {result:?} was answered by {out:?}"
+        )),
+    }
+    (after, out)
 }
 
 /// The text of a fixture token (deterministic: the same on every run and machine).
@@ -704,6 +786,12 @@ fn check_authenticated(
             issued.which
         ));
     }
+    if !ON_RECORD.contains(&issued.which) {
+        violated(format_args!(
+            "authenticated with {:?}, a token the replay store never minted",
+            issued.which
+        ));
+    }
     if redeemed.tokens.contains(&issued.which) {
         violated(format_args!(
             "token {:?} opened a second stream (single use)",
@@ -800,15 +888,14 @@ pub fn start_frame(data: &[u8]) -> StartOutcome {
     }
 
     let fx = fixtures();
-    let replay = ReplayGuard::new(4, DEFAULT_CALL_MEMORY);
+    let store = fixture_store();
     let ctx = AuthContext {
         keys: &fx.keys,
         expected_account: &fx.account,
-        replay: &replay,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
     };
     let session = Session::new(NOW, DEFAULT_START_TIMEOUT, UrlToken::NONE);
-    let (next, output) = session.handle(Event::Text(text), NOW, &ctx);
+    let (next, output) = handle_with_store(session, Event::Text(text), NOW, &ctx, &store);
     let is_start = matches!(parsed, Ok(Inbound::Start(_)));
     match output {
         Output::Authenticated(info) => {
@@ -1010,11 +1097,10 @@ struct Connection {
 /// - an authenticated stream keeps its identity, and every message delivered is for it.
 pub fn session(input: &SessionInput) -> SessionOutcome {
     let fx = fixtures();
-    let replay = ReplayGuard::new(8, DEFAULT_CALL_MEMORY);
+    let store = fixture_store();
     let ctx = AuthContext {
         keys: &fx.keys,
         expected_account: &fx.account,
-        replay: &replay,
         max_message_bytes: SESSION_MAX_MESSAGE_BYTES,
     };
     let mut conns = [&input.first_url, &input.second_url].map(|u| {
@@ -1092,7 +1178,7 @@ pub fn session(input: &SessionInput) -> SessionOutcome {
             }
             SessionEvent::PeerClosed => Event::PeerClosed,
         };
-        step_connection(conn, event, now, &ctx, &mut redeemed, &mut outcome);
+        step_connection(conn, event, now, &ctx, &store, &mut redeemed, &mut outcome);
     }
     outcome
 }
@@ -1102,6 +1188,7 @@ fn step_connection(
     event: Event<'_>,
     now: UnixTime,
     ctx: &AuthContext<'_>,
+    store: &MemoryStore,
     redeemed: &mut Redeemed,
     outcome: &mut SessionOutcome,
 ) {
@@ -1116,7 +1203,7 @@ fn step_connection(
             "the session is authenticated without an Authenticated output, or the reverse"
         ));
     }
-    let (next, output) = before.handle(event, now, ctx);
+    let (next, output) = handle_with_store(before, event, now, ctx, store);
 
     if was_closed && (output != Output::Nothing || !next.is_closed()) {
         violated(format_args!(
@@ -1161,6 +1248,7 @@ fn step_connection(
 
     match &output {
         Output::Nothing => {}
+        Output::Redeem(_) => violated(format_args!("a redemption was left unanswered")),
         Output::Authenticated(info) => {
             let Event::Text(text) = event else {
                 violated(format_args!("authenticated on {event:?}, not on a start"))

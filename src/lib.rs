@@ -3,22 +3,25 @@
 //! # The trust flow
 //!
 //! Twilio POSTs the voice webhook; [`webhook::decide`] checks its `X-Twilio-Signature`
-//! ([`signature`]) and the AccountSid, mints a stream token bound to that CallSid and
-//! AccountSid ([`token::issue`], idempotently through [`replay::TokenLedger`]) and answers
-//! TwiML ([`wire::twiml::render`]) that carries the token in a `<Parameter>`, because Twilio drops
+//! ([`signature`]) and the AccountSid; the server mints a stream token bound to that CallSid
+//! and AccountSid through the replay store ([`store::mint`]: the call's live token again if
+//! Twilio retries, nothing if the call has already streamed) and answers TwiML
+//! ([`wire::twiml::render`]) that carries the token in a `<Parameter>`, because Twilio drops
 //! any query string from the stream URL. Twilio then opens the WebSocket:
 //! [`upgrade::decide`] checks the handshake and its URL-only signature before anything is
 //! sent; the per-connection [`session::Session`] state machine waits for `start`, takes the
 //! token from `start.customParameters` ([`extract`]), checks the AccountSid against the
 //! configuration ([`sid::check_account_sid`]), verifies the token for exactly that call and
-//! account ([`token::verify`]) and redeems it once ([`replay::ReplayGuard`]). Only then does
-//! audio reach the application.
+//! account ([`token::verify`]) and asks the server to redeem it; the server reserves a
+//! stream slot and redeems it once in the store ([`store::redeem`]). Only then does audio
+//! reach the application.
 //!
-//! Everything above is pure: time and randomness are arguments; the two shared maps
-//! ([`replay`]) take the time as an argument too. The [`server`] module is the only one that
-//! knows hyper and tokio; [`kit`] plays Twilio's side for the demo, the tests and
-//! conformance checks. `invariants` (feature `fuzzing`, for the fuzz targets and the tests
-//! only) holds the checks the fuzz targets assert.
+//! Everything above is pure: time and randomness are arguments, and the one piece of shared
+//! state, the replay store ([`store`]), is a step the server carries out and reports back. The
+//! [`server`] module is the only one that knows hyper and tokio; [`kit`] plays Twilio's side
+//! for the demo, the tests and conformance checks. [`logging::secret_safe`] keeps tokens out
+//! of any log, whatever the filter. `invariants` (feature `fuzzing`, for the fuzz targets and
+//! the tests only) holds the checks the fuzz targets assert.
 
 // Also set in Cargo.toml's [lints]; stated here so a reader of the crate root sees them.
 #![forbid(unsafe_code)]
@@ -30,12 +33,13 @@ pub mod invariants;
 #[cfg(feature = "kit")]
 pub mod kit;
 pub mod limits;
-pub mod replay;
+pub mod logging;
 pub mod secret;
 pub mod server;
 pub mod session;
 pub mod sid;
 pub mod signature;
+pub mod store;
 pub mod time;
 pub mod token;
 pub mod upgrade;

@@ -3,8 +3,8 @@
 //! A bound that a peer can push against is a named constant here or a field of a config
 //! struct whose default comes from here. Nothing else in the crate writes a bare number for a
 //! size, a count or a duration. Where a value matches or beats a limit from the public record
-//! (`PROTOCOL.md` §5: 5 s start deadline, 32 pending connections, 4 per IP, 64 KiB messages,
-//! 1 MiB outbound buffer), the comment says so.
+//! (`PROTOCOL.md` §5: 5 s start deadline, 4 pending connections per IP, 64 KiB messages,
+//! 1 MiB outbound buffer, 10 minutes of webhook replay memory), the comment says so.
 
 use std::time::Duration;
 
@@ -37,19 +37,37 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_TOKEN_CHARS: usize = 256;
 
 // ---------------------------------------------------------------------------------------------
-// Replay protection and idempotent minting
+// Single use: the replay store
 // ---------------------------------------------------------------------------------------------
 
-/// How long a CallSid that has opened a stream stays remembered, so that no second stream for
-/// the same call is accepted (the public record keeps webhook replays for 10 minutes).
-pub const DEFAULT_CALL_MEMORY: Duration = Duration::from_secs(600);
+/// Shortest token lifetime the configuration accepts (`--token-ttl` is in whole seconds; a
+/// shorter life would not survive Twilio's round trip from the webhook answer to the upgrade).
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
 
-/// Most entries the replay guard holds at once. When it is full of live entries new
-/// redemptions are refused (fail closed) rather than forgetting an entry early.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
+/// How long a CallSid that has opened a stream stays remembered (`--call-memory`), refused a
+/// new token and a new stream: 4 h, Twilio's default maximum call length (`timeLimit`,
+/// 14400 s). A captured webhook is signed forever (the signature has no timestamp); replayed
+/// within this time it mints nothing. An operator who raises `timeLimit` raises this too.
+pub const DEFAULT_CALL_MEMORY: Duration = Duration::from_secs(14_400);
 
-/// Most CallSids the token ledger holds at once (one per call within the token TTL).
-pub const DEFAULT_LEDGER_CAPACITY: usize = 65_536;
+/// Longest `--call-memory` the configuration accepts.
+pub const MAX_CALL_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Streams one call may open (`--streams-per-call`). 1: the same call sent back to the
+/// webhook by `<Redirect>` after its stream ended gets no second stream.
+pub const DEFAULT_STREAMS_PER_CALL: u32 = 1;
+
+/// Largest `--streams-per-call`.
+pub const MAX_STREAMS_PER_CALL: u32 = 100;
+
+/// Most calls the in-memory store remembers at once (`--call-capacity`). A record is
+/// forgotten only once expired; when the store is full of live records, webhooks are refused
+/// (fail closed). At the default `--call-memory` this sustains capacity / 14400 calls per
+/// second (about 69); see the README for bytes per record.
+pub const DEFAULT_CALL_CAPACITY: usize = 1_000_000;
+
+/// Fill ratio (in percent) at which the store logs a warning.
+pub const CALL_RECORDS_WARN_PERCENT: u64 = 80;
 
 // ---------------------------------------------------------------------------------------------
 // Twilio messages
@@ -103,14 +121,40 @@ pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time from the upgrade to a valid `start` (`--start-timeout-ms`; the public record).
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Default cap on upgraded but not yet authenticated connections (`--max-pending`).
-pub const DEFAULT_MAX_PENDING: usize = 32;
+/// Default cap on upgraded but not yet authenticated connections (`--max-pending`). When it is
+/// reached the oldest pending connection is closed to admit the new one. A pending connection
+/// costs about 14 KiB (buffers, task, slot), so 1024 of them are about 14 MiB.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// Default cap on pending connections from one client IP (`--max-pending-per-ip`).
 pub const DEFAULT_MAX_PENDING_PER_IP: usize = 4;
 
 /// Default cap on authenticated streams at once (`--max-streams`).
 pub const DEFAULT_MAX_STREAMS: usize = 1024;
+
+/// Default cap on TCP connections of every kind at once (`--max-connections`). When it is
+/// reached the oldest connection that has not sent a complete request head is closed to admit
+/// the new one. Lowered at start to the file-descriptor limit less
+/// [`FD_RESERVE`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// File descriptors kept free for everything that is not a client connection (listeners,
+/// the replay store, logs, the runtime).
+pub const FD_RESERVE: usize = 64;
+
+/// Largest request head (request line and headers) read on any HTTP connection. Twilio's are
+/// about 1 KiB; 16 KiB is plenty.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
+/// First pause after a failed `accept` (out of descriptors, say); it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while `accept` keeps failing.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Longest pause after failed `accept`s.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// At most one warning per this period for failed `accept`s (the rest are counted).
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// WebSocket read buffer per connection. tokio-tungstenite's default (128 KiB) is allocated
 /// and zero-filled per connection; Twilio's frames are a few hundred bytes.

@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ring::rand::SystemRandom;
 use streamguard::limits::{
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS,
+    DEFAULT_CALL_CAPACITY, DEFAULT_CALL_MEMORY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS, DEFAULT_STREAMS_PER_CALL,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::{self, Config, Discard, Echo, HandlerFactory, PublicUrl};
@@ -61,6 +62,17 @@ struct ServeArgs {
     /// Stream token lifetime, in seconds.
     #[arg(long, default_value_t = 60)]
     token_ttl: u64,
+    /// How long a call that has streamed is refused a new token and stream, in seconds
+    /// (Twilio's default maximum call length; raise it with Twilio's TimeLimit).
+    #[arg(long, default_value_t = DEFAULT_CALL_MEMORY.as_secs())]
+    call_memory: u64,
+    /// Streams one call may open (more than 1 lets a call sent back to the webhook by
+    /// <Redirect> stream again).
+    #[arg(long, default_value_t = DEFAULT_STREAMS_PER_CALL)]
+    streams_per_call: u32,
+    /// Most calls the in-memory replay store remembers at once (fails closed when full).
+    #[arg(long, default_value_t = DEFAULT_CALL_CAPACITY)]
+    call_capacity: usize,
     /// Time allowed from upgrade to a valid `start`, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     start_timeout_ms: u64,
@@ -79,6 +91,9 @@ struct ServeArgs {
     /// Largest inbound WebSocket message, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// TCP connections at once, of every kind (lowered to the file-descriptor limit).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Send each authenticated inbound media payload back (loopback testing).
     #[arg(long)]
     echo: bool,
@@ -133,19 +148,22 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 }
 
 /// Logs to stderr, level from `RUST_LOG` (default `info`). tungstenite logs whole frames at
-/// trace level, and a `start` frame carries the stream token: its targets are capped at
-/// `warn` whatever `RUST_LOG` says, so no level leaks a token.
+/// trace level, and a `start` frame carries the stream token: [`streamguard::logging`] caps
+/// it after the `RUST_LOG` filter, so no value of `RUST_LOG` leaks a token.
 fn init_logs() {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for capped in ["tungstenite=warn", "tokio_tungstenite=warn"] {
-        if let Ok(d) = capped.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    tracing_subscriber::registry()
+        .with(streamguard::logging::secret_safe())
+        .with(fmt.with_filter(filter))
         .init();
 }
 
@@ -155,10 +173,21 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     let account = AccountSid::parse(&env_secret("TWILIO_ACCOUNT_SID")?)
         .map_err(|e| format!("TWILIO_ACCOUNT_SID: {e} (expected AC followed by 32 hex digits)"))?;
     let keys = match std::env::var("STREAMGUARD_TOKEN_KEY") {
-        Ok(text) if !text.is_empty() => {
+        Ok(text) if text.trim().is_empty() => {
+            return Err(
+                "STREAMGUARD_TOKEN_KEY is set but empty: set it to the standard base64 \
+                        of at least 32 random bytes (e.g. `openssl rand -base64 32`), or unset \
+                        it to use a random key"
+                    .to_owned(),
+            );
+        }
+        Ok(text) => {
             KeySet::from_base64_list(&text).map_err(|e| format!("STREAMGUARD_TOKEN_KEY: {e}"))?
         }
-        _ => {
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("STREAMGUARD_TOKEN_KEY is not valid UTF-8".to_owned());
+        }
+        Err(std::env::VarError::NotPresent) => {
             tracing::warn!(
                 "STREAMGUARD_TOKEN_KEY is not set: using a random key. Tokens will not survive a \
                  restart or verify on another instance. Set it to the standard base64 of at least \
@@ -172,6 +201,9 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     c.webhook_path.clone_from(&a.webhook_path);
     c.stream_path.clone_from(&a.stream_path);
     c.token_ttl = Duration::from_secs(a.token_ttl);
+    c.call_memory = Duration::from_secs(a.call_memory);
+    c.streams_per_call = a.streams_per_call;
+    c.call_capacity = a.call_capacity;
     c.start_timeout = Duration::from_millis(a.start_timeout_ms);
     c.upgrade_signature =
         SignatureMode::parse(&a.upgrade_signature).ok_or("bad --upgrade-signature")?;
@@ -179,6 +211,7 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     c.max_pending_per_ip = a.max_pending_per_ip;
     c.max_streams = a.max_streams;
     c.max_message_bytes = a.max_message_bytes;
+    c.max_connections = a.max_connections;
     c.metrics_listen = a.metrics_listen;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
@@ -219,9 +252,12 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
     let server = server::start(listener, config, handlers, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
-    wait_for_signal().await;
-    tracing::info!("shutting down: closing streams with 1001");
-    server.shutdown().await;
+    server
+        .serve_until(async {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing streams with 1001");
+        })
+        .await;
     Ok(())
 }
 

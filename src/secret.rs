@@ -193,9 +193,12 @@ impl KeySet {
     }
 }
 
-/// The Twilio auth token: the HMAC-SHA1 key of `X-Twilio-Signature`.
+/// The Twilio auth token: the HMAC-SHA1 key of `X-Twilio-Signature`, and the source of the
+/// replay store's key ([`crate::store::StoreKey`]).
 pub struct AuthToken {
     key: hmac::Key,
+    /// The same bytes as an HMAC-SHA256 key, from which the store key is derived.
+    store_source: hmac::Key,
 }
 
 /// Why an auth token was refused.
@@ -230,11 +233,16 @@ impl AuthToken {
         }
         Ok(Self {
             key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token.as_bytes()),
+            store_source: hmac::Key::new(hmac::HMAC_SHA256, token.as_bytes()),
         })
     }
 
     pub(crate) fn hmac(&self) -> &hmac::Key {
         &self.key
+    }
+
+    pub(crate) fn store_key_source(&self) -> &hmac::Key {
+        &self.store_source
     }
 }
 

@@ -4,14 +4,15 @@
 //! ```text
 //!             connected (once, optional)
 //!            ┌───────┐
-//!            ▼       │      start + valid token
-//!     AwaitingStart ─┴──────────────────────────▶ Streaming ──stop──▶ Closed
-//!            │                                      │
-//!            └── anything else, deadline ──▶ Closed ◀┘ (protocol error)
+//!            ▼       │  start + verified token           redeemed
+//!     AwaitingStart ─┴─────────────────────▶ Redeeming ───────────▶ Streaming ──stop──▶ Closed
+//!            │                                   │                      │
+//!            └── anything else, deadline ──▶ Closed ◀── refused ────────┘ (protocol error)
 //! ```
 //!
 //! Invariants (each is checked by the property tests and the `session` fuzz target):
-//! - no media, mark, dtmf or stop reaches the application before [`Output::Authenticated`];
+//! - no media, mark, dtmf or stop reaches the application before [`Output::Authenticated`],
+//!   and that comes only after the server reported a successful redemption;
 //! - at most one `start` is ever accepted, and only with a token that verifies for that
 //!   `start.callSid` and `start.accountSid`, for the configured account, redeemed once;
 //! - the session asks the server to send nothing before authentication except a close (the
@@ -25,20 +26,26 @@
 //! On `start` the checks run in this order: the token is taken from `customParameters` and
 //! from the upgrade URL and resolved ([`crate::extract`]); the AccountSid is compared with
 //! the configured one ([`crate::sid::check_account_sid`]); the token is verified for
-//! `start.accountSid` and `start.callSid` ([`crate::token::verify`]); it is redeemed in the
-//! [`ReplayGuard`]. Only then does the state become `Streaming`. The transition happens inside
-//! one synchronous call, so a `media` frame that arrived in the same read as `start` is
-//! handled after it, never dropped or handled as unauthenticated.
+//! `start.accountSid` and `start.callSid` ([`crate::token::verify`]). The session then asks
+//! the server to redeem it ([`Output::Redeem`]): the server reserves a stream slot, redeems the
+//! token in the replay store ([`crate::store`], in memory or shared), and reports the result
+//! ([`Event::Redeemed`]). Only a successful redemption makes the state `Streaming`.
+//!
+//! While a redemption is outstanding the server reads nothing more from the connection, so a
+//! `media` frame that arrived in the same read as `start` waits in the socket and is handled
+//! after the result, never dropped and never handled as unauthenticated. An event other than
+//! the result (or the time, or the peer going away) while redeeming is a server bug and closes
+//! the connection ([`Reason::OutOfOrder`]), as does a result nobody asked for.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::extract::{self, ExtractError, TOKEN_PARAM};
-use crate::replay::{ReplayError, ReplayGuard};
 use crate::secret::KeySet;
 use crate::sid::{AccountSid, CallSid, StreamSid, check_account_sid};
+use crate::store::RedeemError;
 use crate::time::UnixTime;
-use crate::token::{self, TokenError};
+use crate::token::{self, Claims, TokenError};
 use crate::wire::frames::{
     CustomParameters, DtmfFrame, FrameError, Inbound, MarkFrame, MediaFormat, MediaFrame,
     StartFrame, StopFrame, Tracks, parse_inbound,
@@ -99,8 +106,14 @@ pub enum Reason {
     AccountMismatch,
     /// The token failed verification.
     Token(TokenError),
-    /// The token or the call was already used.
-    Replay(ReplayError),
+    /// The replay store refused the token or could not answer.
+    Redeem(RedeemError),
+    /// `--max-streams` was reached when the stream would have authenticated (its token is
+    /// not spent).
+    StreamsFull,
+    /// An event the state does not expect from the server (a frame while redeeming, a
+    /// redemption result nobody asked for): a bug in the server, not the peer.
+    OutOfOrder,
     /// No valid `start` before the deadline.
     StartTimeout,
     /// A `media`, `mark`, `dtmf`, `stop` or unknown event before `start`.
@@ -129,7 +142,9 @@ impl Reason {
             Self::Extract(e) => e.as_str(),
             Self::AccountMismatch => "account_mismatch",
             Self::Token(e) => e.as_str(),
-            Self::Replay(e) => e.as_str(),
+            Self::Redeem(e) => e.as_str(),
+            Self::StreamsFull => "streams_full",
+            Self::OutOfOrder => "event_out_of_order",
             Self::StartTimeout => "start_timeout",
             Self::EventBeforeStart => "event_before_start",
             Self::UnexpectedConnected => "unexpected_connected",
@@ -159,7 +174,9 @@ impl fmt::Display for Reason {
             Self::Extract(e) => e.fmt(f),
             Self::AccountMismatch => f.write_str("start.accountSid is not the configured account"),
             Self::Token(e) => e.fmt(f),
-            Self::Replay(e) => e.fmt(f),
+            Self::Redeem(e) => e.fmt(f),
+            Self::StreamsFull => f.write_str("too many streams"),
+            Self::OutOfOrder => f.write_str("event out of order (server bug)"),
             Self::StartTimeout => f.write_str("no valid start before the deadline"),
             Self::EventBeforeStart => f.write_str("event before start"),
             Self::UnexpectedConnected => f.write_str("unexpected connected message"),
@@ -216,18 +233,37 @@ pub struct StreamInfo {
     pub media_format: Option<MediaFormat>,
 }
 
-/// What the session needs to check a `start`: all of it immutable configuration, except the
-/// replay guard, which is the one piece of shared state.
+/// What the session needs to check a `start`: immutable configuration only. The one piece of
+/// shared state, the replay store, is the server's to consult ([`Output::Redeem`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AuthContext<'a> {
     /// Keys that verify tokens.
     pub keys: &'a KeySet,
     /// The configured account (`TWILIO_ACCOUNT_SID`).
     pub expected_account: &'a AccountSid,
-    /// Single use, one stream per call.
-    pub replay: &'a ReplayGuard,
     /// Largest text message accepted, in bytes.
     pub max_message_bytes: usize,
+}
+
+/// A verified token the server must redeem before the stream may authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redemption {
+    /// `start.accountSid` (the configured account).
+    pub account_sid: AccountSid,
+    /// `start.callSid`, the call the token verified for.
+    pub call_sid: CallSid,
+    /// What the token says.
+    pub claims: Claims,
+}
+
+/// Why the server could not redeem, as it reports it in [`Event::Redeemed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedeemFailure {
+    /// No stream slot was free (`--max-streams`); the store was not asked.
+    StreamsFull,
+    /// The store refused or could not answer.
+    Store(RedeemError),
 }
 
 /// Something that happened on the connection.
@@ -247,6 +283,8 @@ pub enum Event<'a> {
     Tick,
     /// The peer closed the connection or it broke.
     PeerClosed,
+    /// The server carried out the [`Output::Redeem`] it was asked for, with this result.
+    Redeemed(Result<(), RedeemFailure>),
 }
 
 /// What the server must do after an event.
@@ -254,6 +292,9 @@ pub enum Event<'a> {
 pub enum Output {
     /// Nothing.
     Nothing,
+    /// Reserve a stream slot, redeem this token in the replay store, and report the result
+    /// with [`Event::Redeemed`]; read nothing more from the connection until then.
+    Redeem(Redemption),
     /// The stream is authenticated: create the application's handler for it.
     Authenticated(StreamInfo),
     /// Hand audio to the application.
@@ -280,6 +321,8 @@ pub enum Session {
         /// The token from the upgrade URL.
         url_token: UrlToken,
     },
+    /// The token verified; waiting for the server to redeem it.
+    Redeeming(StreamInfo),
     /// Authenticated.
     Streaming(StreamInfo),
     /// Finished; nothing more happens.
@@ -315,11 +358,40 @@ impl Session {
         }
     }
 
+    /// Whether a redemption is outstanding (the server must read nothing until it reports).
+    pub fn is_redeeming(&self) -> bool {
+        matches!(self, Self::Redeeming(_))
+    }
+
     /// Consumes the state and one event at time `now`; returns the next state and what to do.
     pub fn handle(self, event: Event<'_>, now: UnixTime, ctx: &AuthContext<'_>) -> (Self, Output) {
-        if let Self::Closed = self {
-            return (Self::Closed, Output::Nothing);
+        let close = |reason| (Self::Closed, Output::Close(reason));
+        match (self, event) {
+            (Self::Closed, _) => (Self::Closed, Output::Nothing),
+            (Self::Redeeming(_), Event::PeerClosed) => (Self::Closed, Output::Nothing),
+            (Self::Redeeming(info), Event::Tick) => (Self::Redeeming(info), Output::Nothing),
+            (Self::Redeeming(info), Event::Redeemed(Ok(()))) => {
+                (Self::Streaming(info.clone()), Output::Authenticated(info))
+            }
+            (Self::Redeeming(_), Event::Redeemed(Err(RedeemFailure::StreamsFull))) => {
+                close(Reason::StreamsFull)
+            }
+            (Self::Redeeming(_), Event::Redeemed(Err(RedeemFailure::Store(e)))) => {
+                close(Reason::Redeem(e))
+            }
+            (Self::Redeeming(_), _) | (_, Event::Redeemed(_)) => close(Reason::OutOfOrder),
+            (state, event) => state.handle_frame(event, now, ctx),
         }
+    }
+
+    /// [`Self::handle`] for a state that awaits `start` or streams, and an event that is not a
+    /// redemption result.
+    fn handle_frame(
+        self,
+        event: Event<'_>,
+        now: UnixTime,
+        ctx: &AuthContext<'_>,
+    ) -> (Self, Output) {
         let close = |reason| (Self::Closed, Output::Close(reason));
         match event {
             Event::PeerClosed => return (Self::Closed, Output::Nothing),
@@ -329,6 +401,7 @@ impl Session {
             Event::Control if !self.is_authenticated() => return close(Reason::ControlBeforeStart),
             Event::Control => return (self, Output::Nothing),
             Event::Tick | Event::Text(_) => {}
+            Event::Redeemed(_) => return close(Reason::OutOfOrder),
         }
         if let Self::AwaitingStart { deadline, .. } = &self {
             if now >= *deadline {
@@ -343,7 +416,7 @@ impl Session {
             Err(e) => return close(Reason::Frame(e)),
         };
         match self {
-            Self::Closed => (Self::Closed, Output::Nothing),
+            Self::Closed | Self::Redeeming(_) => close(Reason::OutOfOrder),
             Self::AwaitingStart {
                 deadline,
                 connected_seen,
@@ -359,7 +432,7 @@ impl Session {
                 ),
                 Inbound::Connected(_) => close(Reason::UnexpectedConnected),
                 Inbound::Start(start) => match authenticate(&start, url_token, now, ctx) {
-                    Ok(info) => (Self::Streaming(info.clone()), Output::Authenticated(info)),
+                    Ok((info, redemption)) => (Self::Redeeming(info), Output::Redeem(redemption)),
                     Err(reason) => close(reason),
                 },
                 Inbound::Media(_)
@@ -388,13 +461,13 @@ impl Session {
     }
 }
 
-/// The checks on `start`, in the order the module documentation gives.
+/// The checks on `start`, in the order the module documentation gives, up to the redemption.
 fn authenticate(
     start: &StartFrame,
     url_token: UrlToken,
     now: UnixTime,
     ctx: &AuthContext<'_>,
-) -> Result<StreamInfo, Reason> {
+) -> Result<(StreamInfo, Redemption), Reason> {
     let from_url = url_token.0.map_err(Reason::Extract)?;
     let from_custom = extract::token_from_custom_parameters(start).map_err(Reason::Extract)?;
     let token = extract::resolve_token(from_url, from_custom).map_err(Reason::Extract)?;
@@ -403,15 +476,18 @@ fn authenticate(
         .map_err(|_| Reason::AccountMismatch)?;
     let claims = token::verify(ctx.keys, &token, &body.account_sid, &body.call_sid, now)
         .map_err(Reason::Token)?;
-    ctx.replay
-        .redeem(&claims, &body.call_sid, now)
-        .map_err(Reason::Replay)?;
-    Ok(StreamInfo {
+    let info = StreamInfo {
         account_sid: body.account_sid,
         call_sid: body.call_sid,
         stream_sid: body.stream_sid,
         tracks: body.tracks.clone(),
         custom_parameters: body.custom_parameters.without(TOKEN_PARAM),
         media_format: body.media_format.clone(),
-    })
+    };
+    let redemption = Redemption {
+        account_sid: body.account_sid,
+        call_sid: body.call_sid,
+        claims,
+    };
+    Ok((info, redemption))
 }

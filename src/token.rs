@@ -33,7 +33,9 @@
 //!    [`MAX_TOKEN_TTL`] ahead of `now`.
 //!
 //! Single use and "one stream per call" are not properties of a token alone; they are
-//! enforced by [`crate::replay::ReplayGuard`] after `verify` succeeds.
+//! enforced by the replay store ([`crate::store`]) after `verify` succeeds. The store keeps a
+//! call's live token as its key id, expiry and sealed nonce
+//! ([`crate::store::StoreKey::seal_nonce`]), and rebuilds the token from them.
 
 use std::fmt;
 use std::time::Duration;
@@ -77,7 +79,7 @@ pub struct Claims {
     pub key_id: KeyId,
     /// When the token stops being valid.
     pub expires_at: UnixTime,
-    /// The token's random nonce (what the replay guard remembers).
+    /// The token's nonce (the replay store recognises the token by a keyed hash of it).
     pub nonce: [u8; TOKEN_NONCE_BYTES],
 }
 
@@ -236,16 +238,22 @@ pub fn issue_with_nonce(
     ttl: Duration,
     nonce: [u8; TOKEN_NONCE_BYTES],
 ) -> Result<StreamToken, IssueError> {
+    let expires_at = expiry(now, ttl)?;
+    Ok(seal(key, account, call, expires_at, &nonce))
+}
+
+/// The expiry of a token issued at `now` for `ttl`: `now + ttl`, if the TTL is between 1 ms
+/// and [`MAX_TOKEN_TTL`] and the sum fits.
+pub fn expiry(now: UnixTime, ttl: Duration) -> Result<UnixTime, IssueError> {
     // Expiry has millisecond resolution: a TTL under 1 ms would issue an expired token.
     if ttl.as_millis() == 0 || ttl > MAX_TOKEN_TTL {
         return Err(IssueError::TtlOutOfRange);
     }
-    let expires_at = now.checked_add(ttl).ok_or(IssueError::ExpiryOverflow)?;
-    Ok(seal(key, account, call, expires_at, &nonce))
+    now.checked_add(ttl).ok_or(IssueError::ExpiryOverflow)
 }
 
-/// Builds the token text for the given fields.
-fn seal(
+/// Builds the token text for the given fields (the expiry already checked).
+pub(crate) fn seal(
     key: &TokenKey,
     account: &AccountSid,
     call: &CallSid,

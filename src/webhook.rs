@@ -1,40 +1,41 @@
 //! The voice webhook decision for `POST {webhook-path}`: a pure function from the request to
-//! the response (time, randomness and the token ledger are arguments).
+//! "this is Twilio, for this call of the configured account" or the status to refuse with.
 //!
 //! Checks, in order (the first failure decides the status; the body of every rejection is
 //! empty):
 //! 1. the method is `POST` (`405`);
 //! 2. the body is at most [`MAX_WEBHOOK_BODY_BYTES`] (`413`; the server also stops reading
 //!    there);
-//! 3. `X-Twilio-Signature` over `{public-url}{webhook-path}` plus the request's query string,
-//!    with the form parameters, either port variant (`403`). A body that is not
-//!    `application/x-www-form-urlencoded` is validated as a raw body against `bodySHA256`;
-//!    a form that cannot be decoded cannot have been signed and is refused the same way;
-//! 4. the form's `AccountSid` is present once and is the configured account, in constant
+//! 3. the body is `application/x-www-form-urlencoded` (`415`): Twilio's voice webhook always
+//!    is, and a JSON body carries no `CallSid` to mint for (the signature tools still sign
+//!    `bodySHA256` URLs: [`crate::signature`]);
+//! 4. `X-Twilio-Signature` over `{public-url}{webhook-path}` plus the request's query string,
+//!    with the form parameters, either port variant (`403`); a form that cannot be decoded
+//!    cannot have been signed and is refused the same way;
+//! 5. the form's `AccountSid` is present once and is the configured account, in constant
 //!    time (`403`);
-//! 5. the form's `CallSid` is present once and well formed (`400`).
+//! 6. the form's `CallSid` is present once and well formed (`400`).
 //!
-//! Then the token is minted through the [`TokenLedger`], so a retried or replayed webhook for
-//! a call whose token is still live gets the identical token, and the answer is `200` with
-//! `Content-Type: text/xml` and the TwiML of [`crate::wire::twiml::render`]:
+//! The server then mints the call's token through the replay store ([`crate::store::mint`]):
+//! a retried webhook for a call whose token is still live gets the identical token; a call
+//! that has already streamed gets none (`403`, like a bad signature: a captured webhook is
+//! signed forever, since Twilio's signature carries no timestamp); a store that is full or
+//! unreachable refuses (`503`). The answer ([`answer`]) is `200` with `Content-Type: text/xml`
+//! and the TwiML of [`crate::wire::twiml::render`]:
 //! `<Connect><Stream url="{ws(s) public url}{stream-path}">` with one
 //! `<Parameter name="token" value="{token}" />`.
 
 use std::fmt;
-use std::time::Duration;
-
-use ring::rand::SecureRandom;
 
 use crate::extract::TOKEN_PARAM;
 use crate::limits::MAX_WEBHOOK_BODY_BYTES;
-use crate::replay::{MintError, TokenLedger};
-use crate::secret::{AuthToken, KeySet};
+use crate::secret::{AuthToken, StreamToken};
 use crate::sid::{AccountSid, CallSid, check_account_sid};
 use crate::signature::{self, SignatureError};
-use crate::time::UnixTime;
+use crate::store::{MintError, MintRefusal, StoreError};
 use crate::wire::form;
 use crate::wire::request::RequestHead;
-use crate::wire::twiml::{self, StreamTwiml};
+use crate::wire::twiml::{self, StreamTwiml, TwimlError};
 
 /// The TwiML media type.
 pub const CONTENT_TYPE_XML: &str = "text/xml";
@@ -44,16 +45,10 @@ pub const CONTENT_TYPE_XML: &str = "text/xml";
 pub struct WebhookPolicy<'a> {
     /// `{public-url}{webhook-path}`: the URL Twilio signs, without query.
     pub signed_url: &'a str,
-    /// `{ws(s) public url}{stream-path}`: the `<Stream url>`.
-    pub stream_url: &'a str,
     /// The Twilio auth token.
     pub auth: &'a AuthToken,
     /// `TWILIO_ACCOUNT_SID`.
     pub account: &'a AccountSid,
-    /// The keys that issue tokens.
-    pub keys: &'a KeySet,
-    /// `--token-ttl`.
-    pub token_ttl: Duration,
 }
 
 /// Why a webhook was refused. For logs only; the peer sees a bare status.
@@ -64,6 +59,8 @@ pub enum WebhookReject {
     Method,
     /// Body over the limit (`413`).
     TooLarge,
+    /// The body is not `application/x-www-form-urlencoded` (`415`).
+    UnsupportedMediaType,
     /// The body is a form that cannot be decoded, or has too many parameters (`403`).
     MalformedForm,
     /// The signature check failed (`403`).
@@ -72,9 +69,11 @@ pub enum WebhookReject {
     Account,
     /// `CallSid` missing, repeated or malformed (`400`).
     CallSid,
-    /// The token ledger is full of live tokens (`503`).
-    LedgerFull,
-    /// Issuing failed: randomness or a TwiML configuration error (`500`).
+    /// The call has already streamed and is still remembered (`403`).
+    CallAlreadyStreamed,
+    /// The replay store refused for its own reasons: full (`503`) or unavailable (`503`).
+    Store(StoreError),
+    /// Issuing failed: randomness, a dropped key, or a TwiML configuration error (`500`).
     Internal,
 }
 
@@ -84,9 +83,11 @@ impl WebhookReject {
         match self {
             Self::Method => 405,
             Self::TooLarge => 413,
+            Self::UnsupportedMediaType => 415,
             Self::MalformedForm | Self::Signature(_) | Self::Account => 403,
+            Self::CallAlreadyStreamed => 403,
             Self::CallSid => 400,
-            Self::LedgerFull => 503,
+            Self::Store(_) => 503,
             Self::Internal => 500,
         }
     }
@@ -96,12 +97,24 @@ impl WebhookReject {
         match self {
             Self::Method => "method",
             Self::TooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MalformedForm => "malformed_form",
             Self::Signature(e) => e.as_str(),
             Self::Account => "account_mismatch",
             Self::CallSid => "call_sid_invalid",
-            Self::LedgerFull => "ledger_full",
+            Self::CallAlreadyStreamed => "call_already_streamed",
+            Self::Store(e) => e.as_str(),
             Self::Internal => "internal",
+        }
+    }
+}
+
+impl From<MintError> for WebhookReject {
+    fn from(e: MintError) -> Self {
+        match e {
+            MintError::Refused(MintRefusal::CallAlreadyStreamed) => Self::CallAlreadyStreamed,
+            MintError::Store(e) => Self::Store(e),
+            _ => Self::Internal,
         }
     }
 }
@@ -111,30 +124,42 @@ impl fmt::Display for WebhookReject {
         match self {
             Self::Method => f.write_str("method is not POST"),
             Self::TooLarge => f.write_str("body is too large"),
+            Self::UnsupportedMediaType => {
+                f.write_str("body is not application/x-www-form-urlencoded")
+            }
             Self::MalformedForm => f.write_str("form body cannot be decoded"),
             Self::Signature(e) => write!(f, "webhook signature: {e}"),
             Self::Account => f.write_str("AccountSid is missing or not the configured account"),
             Self::CallSid => f.write_str("CallSid is missing or malformed"),
-            Self::LedgerFull => f.write_str("token ledger is full"),
+            Self::CallAlreadyStreamed => f.write_str(
+                "the call has already streamed (a replayed webhook, or the call sent back by \
+                 <Redirect>: see --streams-per-call)",
+            ),
+            Self::Store(e) => e.fmt(f),
             Self::Internal => f.write_str("token or TwiML could not be produced"),
         }
     }
 }
 
-/// A successful webhook: the TwiML to answer with.
+/// A webhook that is Twilio's, for a call of the configured account.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// The call the token was minted for (for logs).
+pub struct Verified {
+    /// `AccountSid` (the configured account).
+    pub account_sid: AccountSid,
+    /// `CallSid`.
     pub call_sid: CallSid,
-    /// The response body (contains the token: never log it).
-    pub twiml: String,
+    /// Every form parameter, decoded, in the order received (`From`, `To`, ...).
+    pub params: Vec<(String, String)>,
 }
 
-impl fmt::Debug for Accepted {
+impl fmt::Debug for Verified {
+    /// Parameter names only: values are phone numbers and the like.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Accepted")
+        let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Verified")
+            .field("account_sid", &self.account_sid)
             .field("call_sid", &self.call_sid)
-            .field("twiml", &"..redacted..")
+            .field("param_names", &names)
             .finish()
     }
 }
@@ -159,20 +184,21 @@ fn single<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     }
 }
 
-/// Decides the webhook response, in the order given in the module documentation.
+/// Decides whether a webhook is Twilio's, in the order given in the module documentation.
 pub fn decide(
     req: &RequestHead,
     body: &[u8],
     policy: &WebhookPolicy<'_>,
-    ledger: &TokenLedger,
-    now: UnixTime,
-    rng: &dyn SecureRandom,
-) -> Result<Accepted, WebhookReject> {
+) -> Result<Verified, WebhookReject> {
     if req.method != "POST" {
         return Err(WebhookReject::Method);
     }
     if body.len() > MAX_WEBHOOK_BODY_BYTES {
         return Err(WebhookReject::TooLarge);
+    }
+    let content_type = req.single_header("content-type").ok().flatten();
+    if !is_form(content_type) {
+        return Err(WebhookReject::UnsupportedMediaType);
     }
     let signed_url = match req.query() {
         Some(q) => format!("{}?{q}", policy.signed_url),
@@ -181,35 +207,26 @@ pub fn decide(
     let header = req
         .single_header(signature::HEADER)
         .map_err(|_| WebhookReject::Signature(SignatureError::Malformed))?;
-    let content_type = req.single_header("content-type").ok().flatten();
-    let params = if is_form(content_type) {
-        let params = form::parse(body).ok_or(WebhookReject::MalformedForm)?;
-        signature::validate(policy.auth, &signed_url, &params, None, header)
-            .map_err(WebhookReject::Signature)?;
-        params
-    } else {
-        signature::validate::<&str, &str>(policy.auth, &signed_url, &[], Some(body), header)
-            .map_err(WebhookReject::Signature)?;
-        Vec::new()
-    };
+    let params = form::parse(body).ok_or(WebhookReject::MalformedForm)?;
+    signature::validate(policy.auth, &signed_url, &params, None, header)
+        .map_err(WebhookReject::Signature)?;
 
-    let account = single(&params, "AccountSid")
+    let account_sid = single(&params, "AccountSid")
         .and_then(|a| AccountSid::parse(a).ok())
         .ok_or(WebhookReject::Account)?;
-    check_account_sid(policy.account, &account).map_err(|_| WebhookReject::Account)?;
+    check_account_sid(policy.account, &account_sid).map_err(|_| WebhookReject::Account)?;
     let call_sid = single(&params, "CallSid")
         .and_then(|c| CallSid::parse(c).ok())
         .ok_or(WebhookReject::CallSid)?;
+    Ok(Verified {
+        account_sid,
+        call_sid,
+        params,
+    })
+}
 
-    let token = ledger
-        .mint(policy.keys, &account, &call_sid, now, policy.token_ttl, rng)
-        .map_err(|e| match e {
-            MintError::Full => WebhookReject::LedgerFull,
-            _ => WebhookReject::Internal,
-        })?;
-    let twiml = twiml::render(
-        &StreamTwiml::connect(policy.stream_url).parameter(TOKEN_PARAM, token.as_str()),
-    )
-    .map_err(|_| WebhookReject::Internal)?;
-    Ok(Accepted { call_sid, twiml })
+/// The TwiML that answers a verified webhook: `<Connect><Stream url="{stream_url}">` with the
+/// call's token in `<Parameter name="token">`.
+pub fn answer(stream_url: &str, token: &StreamToken) -> Result<String, TwimlError> {
+    twiml::render(&StreamTwiml::connect(stream_url).parameter(TOKEN_PARAM, token.as_str()))
 }

@@ -227,112 +227,195 @@ fn serve_refuses_to_start_without_its_secrets() {
     assert!(!err.contains("c2hvcnQ="), "the key is not echoed");
 }
 
+const SERVE_AUTH: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
+const SERVE_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const SERVE_KEY: &str = "c3RyZWFtZ3VhcmQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
+
+/// A real `streamguard serve` process on a free loopback port, its stderr collected.
+struct Serve {
+    child: std::process::Child,
+    addr: String,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl Serve {
+    /// Starts `serve` with `args` after the listen and public-url flags, `RUST_LOG=rust_log`,
+    /// optionally under `ulimit -n` (`nofile`), and waits for "listening".
+    fn start(args: &[&str], rust_log: &str, nofile: Option<u32>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let public = format!("http://{addr}");
+        let mut all: Vec<&str> = vec!["serve", "--listen", &addr, "--public-url", &public];
+        all.extend_from_slice(args);
+        let mut cmd = match nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+        };
+        let mut child = cmd
+            .args(&all)
+            .env("TWILIO_AUTH_TOKEN", SERVE_AUTH)
+            .env("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT)
+            .env("STREAMGUARD_TOKEN_KEY", SERVE_KEY)
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("server printed nothing");
+            if line.contains("streamguard listening") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+        }
+        // Keep draining in the reader thread; `rx` is dropped, sends then fail quietly.
+        Self {
+            child,
+            addr,
+            reader,
+        }
+    }
+
+    fn twilio(&self) -> Twilio {
+        Twilio {
+            connect_to: self.addr.parse().unwrap(),
+            auth_token: AuthToken::new(SERVE_AUTH).unwrap(),
+            account_sid: AccountSid::parse(SERVE_ACCOUNT).unwrap(),
+        }
+    }
+
+    fn webhook_url(&self) -> String {
+        format!("http://{}/voice/webhook", self.addr)
+    }
+
+    /// A whole call `n` with echo; returns its token.
+    async fn call(&self, n: u64, frames: usize) -> String {
+        let twilio = self.twilio();
+        let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
+        let reply = twilio
+            .post_webhook(
+                &self.webhook_url(),
+                &twilio.voice_params(&call),
+                Signing::Valid,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        let twiml = parse_twiml(&reply.body).unwrap();
+        let token = twiml.parameter("token").unwrap().to_owned();
+        let stream = StreamSid::parse(&format!("MZ{n:032x}")).unwrap();
+        let plan = StreamPlan::call(
+            strip_query(&twiml.url),
+            twilio.account_sid,
+            call,
+            stream,
+            twiml.parameters.clone(),
+            frames,
+        );
+        let o = twilio.stream(&plan).await.unwrap();
+        assert_eq!(o.close_code, Some(1000));
+        assert_eq!(o.echoed_payloads().len(), frames);
+        token
+    }
+
+    /// SIGTERM; returns the exit code and everything logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        (status.code(), self.reader.join().unwrap())
+    }
+}
+
 /// A real `serve` process, at trace level: a call works, SIGTERM exits 0, and no secret
-/// (auth token, token key, stream token, signature) appears anywhere in the logs.
+/// (auth token, token key, stream token, signature) appears anywhere in the logs. A webhook
+/// signed over another URL is logged with the URL it was checked against.
 #[cfg(unix)]
 #[tokio::test]
 async fn serve_logs_no_secret_even_at_trace_and_exits_0_on_sigterm() {
-    const AUTH: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
-    const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-    const KEY: &str = "c3RyZWFtZ3VhcmQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
-    // Find a free port, then let the server take it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &addr,
-            "--public-url",
-            &format!("http://{addr}"),
-            "--echo",
-        ])
-        .env("TWILIO_AUTH_TOKEN", AUTH)
-        .env("TWILIO_ACCOUNT_SID", ACCOUNT)
-        .env("STREAMGUARD_TOKEN_KEY", KEY)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap_or_default();
-            let _ = tx.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    // Wait for "listening".
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server printed nothing");
-        if line.contains("streamguard listening") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "server did not start");
-    }
-
-    let twilio = Twilio {
-        connect_to: addr.parse().unwrap(),
-        auth_token: AuthToken::new(AUTH).unwrap(),
-        account_sid: AccountSid::parse(ACCOUNT).unwrap(),
-    };
-    let call = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();
-    let reply = twilio
-        .post_webhook(
-            &format!("http://{addr}/voice/webhook"),
-            &twilio.voice_params(&call),
-            Signing::Valid,
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200);
-    let twiml = parse_twiml(&reply.body).unwrap();
-    let token = twiml.parameter("token").unwrap().to_owned();
-    let stream = StreamSid::parse("MZ0123456789abcdef0123456789abcdef").unwrap();
+    let serve = Serve::start(&["--echo"], "trace", None);
+    let twilio = serve.twilio();
+    let token = serve.call(1, 5).await;
+    // A refused attempt with the spent token, so the rejection path logs too.
+    let call = CallSid::parse(&format!("CA{:032x}", 1)).unwrap();
     let plan = StreamPlan::call(
-        strip_query(&twiml.url),
+        &format!("ws://{}/voice/stream", serve.addr),
         twilio.account_sid,
         call,
-        stream,
-        twiml.parameters.clone(),
+        StreamSid::parse(&format!("MZ{:032x}", 1)).unwrap(),
+        vec![("token".to_owned(), token.clone())],
         5,
     );
-    let o = twilio.stream(&plan).await.unwrap();
-    assert_eq!(o.close_code, Some(1000));
-    assert_eq!(o.echoed_payloads().len(), 5);
-    // A refused attempt with the spent token, so the rejection path logs too.
     let o = twilio.stream(&plan).await.unwrap();
     assert_eq!(o.close_code, Some(1008));
     let webhook_sig = streamguard::signature::compute_signature(
         &twilio.auth_token,
-        &format!("http://{addr}/voice/webhook"),
+        &serve.webhook_url(),
         &twilio.voice_params(&call),
     );
-
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+    // Signed over the URL a proxy would show (https, another host): refused, and the log says
+    // which URL was expected.
+    let other = CallSid::parse(&format!("CA{:032x}", 2)).unwrap();
+    let wrong = twilio
+        .post_webhook(
+            &format!("http://{}/voice/webhook?x=1", serve.addr),
+            &twilio.voice_params(&other),
+            Signing::Valid,
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 200, "query included in both: accepted");
+    let mismatched_sig = streamguard::signature::compute_signature(
+        &twilio.auth_token,
+        "https://voice.example.com/voice/webhook",
+        &twilio.voice_params(&other),
     );
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
-    let logs = reader.join().unwrap();
+    let req = format!(
+        "POST /voice/webhook HTTP/1.1\r\nHost: voice.example.com\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: {mismatched_sig}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut tcp = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+    let addr = serve.addr.clone();
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0), "SIGTERM exits 0");
     assert!(
         logs.contains("stream authenticated"),
         "the logs are real: {logs}"
@@ -341,12 +424,191 @@ async fn serve_logs_no_secret_even_at_trace_and_exits_0_on_sigterm() {
         logs.contains("token_replayed"),
         "the precise reason is logged: {logs}"
     );
+    assert!(
+        logs.contains(&format!("signed_url=http://{addr}/voice/webhook")),
+        "the URL signed against is logged: {logs}"
+    );
     for (what, secret) in [
-        ("auth token", AUTH),
-        ("token key", KEY),
+        ("auth token", SERVE_AUTH),
+        ("token key", SERVE_KEY),
         ("stream token", token.as_str()),
         ("webhook signature", webhook_sig.as_str()),
+        ("mismatched signature", mismatched_sig.as_str()),
     ] {
         assert!(!logs.contains(secret), "{what} leaked into the logs");
     }
+}
+
+/// No `RUST_LOG` value lifts the cap on the WebSocket library's frame logging: a more specific
+/// directive (`tungstenite::protocol=trace`, the reported bypass) included. Each filter also
+/// enables streamguard's own `info` lines, which must appear, so the pipeline is live.
+#[cfg(unix)]
+#[tokio::test]
+async fn no_log_filter_lets_a_token_through() {
+    for filter in [
+        "trace",
+        "info,tungstenite=trace",
+        "info,tungstenite::protocol=trace",
+        "info,tungstenite::protocol::frame=trace",
+        "info,tokio_tungstenite=trace",
+    ] {
+        let serve = Serve::start(&["--echo"], filter, None);
+        let token = serve.call(1, 2).await;
+        let (code, logs) = serve.stop();
+        assert_eq!(code, Some(0), "{filter}");
+        assert!(logs.contains("stream authenticated"), "{filter}: {logs}");
+        assert!(!logs.contains(&token), "{filter}: the stream token leaked");
+        assert!(
+            !logs.contains(SERVE_AUTH),
+            "{filter}: the auth token leaked"
+        );
+    }
+}
+
+/// Item 3 of the review: with the descriptor limit lowered to 256, idle connections and
+/// half-sent request heads beyond the cap do not take the server down: `/healthz` answers, a
+/// signed call completes, the cap chosen is logged, and failed accepts do not flood the log.
+#[cfg(unix)]
+#[tokio::test]
+async fn idle_and_half_sent_connections_beyond_the_cap_do_not_lock_calls_out() {
+    let serve = Serve::start(&["--echo"], "info", Some(256));
+    let mut held = Vec::new();
+    // 200 idle connections (nothing sent) and 60 half-sent request heads: 260 > 192, the cap
+    // the limit allows (256 less the 64 kept free).
+    for i in 0..260 {
+        let mut tcp = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+        if i >= 200 {
+            tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                b"POST /voice/webhook HTTP/1.1\r\nHost: x\r\nX-Padding: aaaa",
+            )
+            .await
+            .unwrap();
+        }
+        held.push(tcp);
+    }
+    let (status, _) = raw_get(&serve.addr, "/healthz").await;
+    assert_eq!(status, 200, "health answers while the cap is held");
+    let token = serve.call(1, 3).await;
+    assert!(!token.is_empty());
+    // A request head over the 16 KiB bound is refused, not buffered.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let (status, _) = raw_request(&serve.addr, big.as_bytes()).await;
+    assert!(status == 431 || status == 0, "oversized head: {status}");
+    // The server made room by closing the oldest waiting connections: at least the 68 over
+    // the cap (more, since the health check and the call were admitted the same way).
+    let mut closed_by_server = 0;
+    for tcp in &mut held {
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(tcp, &mut byte);
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(20), read).await {
+            closed_by_server += 1;
+        }
+    }
+    assert!(
+        closed_by_server >= 68,
+        "{closed_by_server} connections were closed"
+    );
+    drop(held);
+    let (status, _) = raw_get(&serve.addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0));
+    assert!(
+        logs.contains("max_connections=192") && logs.contains("descriptor_limit=256"),
+        "the cap chosen is logged: {logs}"
+    );
+    let accept_warnings = logs.matches("accept failed").count();
+    assert!(
+        accept_warnings <= 2,
+        "{accept_warnings} accept warnings: {logs}"
+    );
+}
+
+async fn raw_request(addr: &str, request: &[u8]) -> (u16, String) {
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, request).await;
+    let mut text = String::new();
+    let read = tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut text);
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+async fn raw_get(addr: &str, path: &str) -> (u16, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// Settings that cannot work are refused at start with a clear message; settings that work
+/// but surprise start with a warning.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_refuses_what_cannot_work_and_warns_about_surprises() {
+    let env = [
+        ("TWILIO_AUTH_TOKEN", SERVE_AUTH),
+        ("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT),
+    ];
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--public-url",
+        "https://v.example.com",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let mut empty_key = env.to_vec();
+    empty_key.push(("STREAMGUARD_TOKEN_KEY", ""));
+    let (code, _, err) = run(&with(&[]), &empty_key);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("STREAMGUARD_TOKEN_KEY is set but empty"),
+        "{err}"
+    );
+    let mut keyed = env.to_vec();
+    keyed.push(("STREAMGUARD_TOKEN_KEY", SERVE_KEY));
+    for (args, words) in [
+        (with(&["--token-ttl", "0"]), "--token-ttl"),
+        (with(&["--call-memory", "5"]), "--call-memory"),
+        (with(&["--streams-per-call", "0"]), "--streams-per-call"),
+    ] {
+        let (code, _, err) = run(&args, &keyed);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "voice.example.com",
+        ],
+        &keyed,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--public-url: it must start with https://"),
+        "{err}"
+    );
+
+    let serve = Serve::start(&["--upgrade-signature", "off"], "info", None);
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0));
+    assert!(logs.contains("--upgrade-signature off"), "{logs}");
+    assert!(
+        logs.contains("error 31922"),
+        "the http:// public URL is warned about: {logs}"
+    );
 }

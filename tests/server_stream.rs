@@ -293,20 +293,20 @@ async fn a_token_works_once_then_is_refused() {
     assert_eq!(first.close_code, Some(1000));
     let replay = h.call_with(1, &t, 3).await;
     assert_refused(&replay, POLICY, "replayed token");
-    // A retried webhook for the same call returns the same (spent) token: still refused.
-    let again = h.token_for(1).await;
-    assert_eq!(again, t);
-    let replay = h.call_with(1, &again, 3).await;
-    assert_refused(&replay, POLICY, "token from a replayed webhook");
+    // The same signed webhook again, after the stream: the call has streamed, so no token
+    // (a bare 403, the answer a bad signature gets).
+    let again = h.webhook(1, Signing::Valid).await;
+    assert_eq!((again.status, again.body.as_str()), (403, ""));
+    let replay = h.call_with(1, &t, 3).await;
+    assert_refused(&replay, POLICY, "spent token, again");
     assert_eq!(
         h.recorder.media_of(&stream_sid(1)).len(),
         3,
         "only the first stream's frames"
     );
-    assert_eq!(
-        h.server().metrics().streams_rejected.get("token_replayed"),
-        Some(&2)
-    );
+    let m = h.server().metrics();
+    assert_eq!(m.streams_rejected_for("token_replayed"), 2);
+    assert_eq!(m.webhook_rejected_for("call_already_streamed"), 1);
     h.shutdown().await;
 }
 
@@ -472,9 +472,10 @@ async fn upgrade_signature_modes() {
     }
 }
 
+/// A full per-address pending cap closes that address's oldest pending connection (1008,
+/// `pending_evicted`) to admit the new one; a full stream cap answers 503.
 #[tokio::test]
-async fn capacity_caps_answer_503() {
-    // Per IP: 2 pending connections from 127.0.0.1, the third is refused.
+async fn capacity_caps_evict_the_oldest_pending_and_refuse_over_max_streams() {
     let h = Harness::start(Options {
         configure: |c| {
             c.max_pending_per_ip = 2;
@@ -483,39 +484,27 @@ async fn capacity_caps_answer_503() {
         ..Options::default()
     })
     .await;
-    let auth = streamguard::secret::AuthToken::new(harness::AUTH_TOKEN).unwrap();
-    let sig = streamguard::signature::compute_signature::<&str, &str>(&auth, &h.stream_url, &[]);
-    let req = upgrade_request("/voice/stream", &format!("X-Twilio-Signature: {sig}\r\n"));
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut tcp, &req)
-            .await
-            .unwrap();
-        let mut buf = [0u8; 12];
-        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut buf)
-            .await
-            .unwrap();
-        assert_eq!(&buf, b"HTTP/1.1 101");
-        held.push(tcp);
-    }
-    assert_eq!(h.server().metrics().connections_pending, 2);
-    let (status, resp) = raw_http(h.addr, &req).await;
-    assert_eq!(status, 503);
-    assert!(resp.ends_with("\r\n\r\n"));
-    assert_eq!(
-        h.server()
-            .metrics()
-            .streams_rejected
-            .get("pending_per_ip_full"),
-        Some(&1)
-    );
-    // Closing one frees its slot.
-    drop(held.pop());
-    h.wait_metrics(|m| m.connections_pending == 1).await;
-    let (status, _) = raw_http(h.addr, &req).await;
-    assert_eq!(status, 101);
-    drop(held);
+    let mut oldest = h.connect_stream().await;
+    let mut second = h.connect_stream().await;
+    h.wait_metrics(|m| m.gauges.connections_pending == 2).await;
+    // The third from the same address is admitted (101), and the oldest is closed.
+    let mut third = h.connect_stream().await;
+    assert_eq!(close_code_of(&mut oldest).await, Some(POLICY));
+    let m = h
+        .wait_metrics(|m| m.streams_rejected_for("pending_evicted") == 1)
+        .await;
+    assert_eq!(m.gauges.connections_pending, 2);
+    // The newest can still authenticate, and the second was left alone.
+    let t = h.token_for(3).await;
+    h.send_start(&mut third, 3, &t, 1).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 1).await;
+    let t2 = h.token_for(2).await;
+    h.send_start(&mut second, 2, &t2, 1).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 2).await;
+    assert!(h.recorder.media_of(&stream_sid(1)).is_empty());
+    drop((second, third));
+    h.wait_metrics(|m| m.gauges.streams_active == 0 && m.gauges.connections_pending == 0)
+        .await;
     h.shutdown().await;
 
     // Streams: with one slot, an authenticated stream makes the next upgrade 503.
@@ -526,18 +515,15 @@ async fn capacity_caps_answer_503() {
     .await;
     let t = h.token_for(1).await;
     let mut first = h.open_stream(1, &t, 1).await;
-    h.wait_metrics(|m| m.streams_active == 1).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 1).await;
     let t2 = h.token_for(2).await;
     let second = h.call_with(2, &t2, 1).await;
     assert_eq!(second.http_status, Some(503));
     assert!(!second.received_anything());
-    assert_eq!(
-        h.server().metrics().streams_rejected.get("streams_full"),
-        Some(&1)
-    );
+    assert_eq!(h.server().metrics().streams_rejected_for("streams_full"), 1);
     // When the first stream ends, its slot is free again.
     futures_util::SinkExt::close(&mut first).await.unwrap();
-    h.wait_metrics(|m| m.streams_active == 0).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 0).await;
     let t3 = h.token_for(3).await;
     let third = h.call_with(3, &t3, 1).await;
     assert_eq!(third.close_code, Some(1000));
@@ -545,7 +531,9 @@ async fn capacity_caps_answer_503() {
 }
 
 /// `--max-streams` counts authenticated streams: two connections may be pending with one
-/// slot, and the one that authenticates second is closed before its handler exists.
+/// slot, and the one that authenticates second is closed before its handler exists, with its
+/// token unspent (the slot is reserved before redemption): once a slot frees, the same token
+/// opens the stream.
 #[tokio::test]
 async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() {
     let h = Harness::start(Options {
@@ -556,14 +544,14 @@ async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() 
     let (t1, t2) = (h.token_for(1).await, h.token_for(2).await);
     let mut a = h.connect_stream().await;
     let mut b = h.connect_stream().await;
-    h.wait_metrics(|m| m.connections_pending == 2).await;
+    h.wait_metrics(|m| m.gauges.connections_pending == 2).await;
     h.send_start(&mut a, 1, &t1, 1).await;
-    h.wait_metrics(|m| m.streams_active == 1).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 1).await;
     h.send_start(&mut b, 2, &t2, 1).await;
     assert_eq!(close_code_of(&mut b).await, Some(POLICY));
-    let m = h.wait_metrics(|m| m.connections_pending == 0).await;
+    let m = h.wait_metrics(|m| m.gauges.connections_pending == 0).await;
     assert_eq!(m.streams_rejected.get("streams_full"), Some(&1));
-    assert_eq!((m.streams_active, m.streams_authenticated), (1, 1));
+    assert_eq!((m.gauges.streams_active, m.streams_authenticated), (1, 1));
     let starts: Vec<_> = h
         .recorder
         .events()
@@ -576,7 +564,12 @@ async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() 
         "the late stream's handler was never created"
     );
     assert!(h.recorder.media_of(&stream_sid(2)).is_empty());
-    drop(a);
+    // Free the slot: the refused call's token still works (within its TTL).
+    futures_util::SinkExt::close(&mut a).await.unwrap();
+    h.wait_metrics(|m| m.gauges.streams_active == 0).await;
+    let again = h.call_with(2, &t2, 2).await;
+    assert_eq!(again.close_code, Some(1000), "{again:?}");
+    assert_eq!(h.recorder.media_of(&stream_sid(2)).len(), 2);
     h.shutdown().await;
 }
 
@@ -653,7 +646,7 @@ async fn a_peer_that_stops_reading_is_closed_not_buffered() {
     let ws = h.open_stream(1, &t, 1).await;
     let ends = h.recorder.wait_ends(1).await;
     assert_eq!(ends, vec![(stream_sid(1), StreamEnd::Backpressure)]);
-    h.wait_metrics(|m| m.streams_active == 0).await;
+    h.wait_metrics(|m| m.gauges.streams_active == 0).await;
     drop(ws);
     h.shutdown().await;
 }

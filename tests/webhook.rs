@@ -1,7 +1,9 @@
-//! The voice webhook decision (`src/webhook.rs`): a signed form webhook gets `200` TwiML with
-//! exactly one token `<Parameter>` that verifies for that call and account; a replay within
-//! the TTL gets byte-identical TwiML; every refusal (405, 413, 403, 400, 503) has its exact
-//! reason and status, and mints nothing (`TokenLedger::len` unchanged).
+//! The voice webhook decision (`src/webhook.rs`) with minting through the in-memory replay
+//! store (`src/store/`), composed as the server composes them: a signed form webhook gets
+//! `200` TwiML with exactly one token `<Parameter>` that verifies for that call and account; a
+//! replay within the TTL gets byte-identical TwiML; a call that has streamed gets nothing for
+//! its call memory; every refusal (405, 413, 415, 403, 400, 503) has its exact reason and
+//! status, and records nothing (`MemoryStore::len` unchanged).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,15 +17,17 @@ mod common;
 use std::time::Duration;
 
 use common::{ACCOUNT, CALL, OTHER_ACCOUNT, OTHER_CALL, T0, TTL, account, call, keyset};
+use futures_util::FutureExt as _;
 use ring::rand::SystemRandom;
-use streamguard::limits::{MAX_WEBHOOK_BODY_BYTES, MAX_WEBHOOK_PARAMS};
-use streamguard::replay::TokenLedger;
+use streamguard::limits::{DEFAULT_CALL_MEMORY, MAX_WEBHOOK_BODY_BYTES, MAX_WEBHOOK_PARAMS};
 use streamguard::secret::{AuthToken, KeySet};
-use streamguard::sid::AccountSid;
+use streamguard::sid::{AccountSid, CallSid};
 use streamguard::signature::{SignatureError, compute_signature};
+use streamguard::store::{self, MemoryStore, StoreError, StoreKey, StorePolicy};
+use streamguard::time::UnixTime;
 use streamguard::token::{TokenError, verify};
 use streamguard::upgrade::RequestHead;
-use streamguard::webhook::{Accepted, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, decide};
+use streamguard::webhook::{CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, answer, decide};
 use streamguard::wire::form;
 
 const SIGNED_URL: &str = "https://streamguard.example.com/voice/webhook";
@@ -35,51 +39,88 @@ struct World {
     auth: AuthToken,
     account: AccountSid,
     keys: KeySet,
-    ledger: TokenLedger,
+    store: MemoryStore,
+    store_key: StoreKey,
+}
+
+/// What the server answers a webhook with.
+struct Answer {
+    call_sid: CallSid,
+    twiml: String,
+}
+
+fn policy(streams_per_call: u32) -> StorePolicy {
+    StorePolicy {
+        token_ttl: TTL,
+        call_memory: DEFAULT_CALL_MEMORY,
+        streams_per_call,
+    }
 }
 
 impl World {
     fn new() -> Self {
-        Self::with_ledger(TokenLedger::default())
+        Self::with_store(MemoryStore::new(1024, policy(1)))
     }
 
-    fn with_ledger(ledger: TokenLedger) -> Self {
+    fn with_store(store: MemoryStore) -> Self {
+        let auth = AuthToken::new(AUTH).unwrap();
         Self {
-            auth: AuthToken::new(AUTH).unwrap(),
+            store_key: StoreKey::derive(&auth),
+            auth,
             account: account(ACCOUNT),
             keys: keyset(1),
-            ledger,
+            store,
         }
     }
 
     fn policy(&self) -> WebhookPolicy<'_> {
         WebhookPolicy {
             signed_url: SIGNED_URL,
-            stream_url: STREAM_URL,
             auth: &self.auth,
             account: &self.account,
-            keys: &self.keys,
-            token_ttl: TTL,
         }
     }
 
-    fn decide_at(
-        &self,
-        r: &Request,
-        now: streamguard::time::UnixTime,
-    ) -> Result<Accepted, WebhookReject> {
-        decide(
-            &r.head,
-            &r.body,
-            &self.policy(),
-            &self.ledger,
+    /// `decide`, then the mint through the store, then the TwiML: the server's steps.
+    fn decide_at(&self, r: &Request, now: UnixTime) -> Result<Answer, WebhookReject> {
+        let verified = decide(&r.head, &r.body, &self.policy())?;
+        let token = store::mint(
+            &self.store,
+            &self.store_key,
+            &self.keys,
+            &verified.account_sid,
+            &verified.call_sid,
             now,
+            TTL,
             &SystemRandom::new(),
         )
+        .now_or_never()
+        .expect("the memory store answers at once")?;
+        let twiml = answer(STREAM_URL, &token).map_err(|_| WebhookReject::Internal)?;
+        Ok(Answer {
+            call_sid: verified.call_sid,
+            twiml,
+        })
     }
 
-    fn decide(&self, r: &Request) -> Result<Accepted, WebhookReject> {
+    fn decide(&self, r: &Request) -> Result<Answer, WebhookReject> {
         self.decide_at(r, T0)
+    }
+
+    /// Opens the stream of `token` for (ACCOUNT, `call_sid`) at `now`, as the server does
+    /// after the session verified it.
+    fn redeem(&self, token: &str, call_sid: &str, now: UnixTime) -> Result<(), store::RedeemError> {
+        let claims = verify(&self.keys, token, &account(ACCOUNT), &call(call_sid), now).unwrap();
+        store::redeem(
+            &self.store,
+            &self.store_key,
+            &account(ACCOUNT),
+            &call(call_sid),
+            &claims,
+            now,
+        )
+        .now_or_never()
+        .expect("the memory store answers at once")
     }
 }
 
@@ -214,9 +255,12 @@ fn signed_webhook_gets_twiml_with_a_token_for_that_call() {
         .map(|_| ()),
         Err(TokenError::Expired)
     );
-    assert_eq!(w.ledger.len(), 1);
-    // Debug of the answer does not show the token.
-    common::assert_no_leak(&format!("{acc:?}"), &[&token]);
+    assert_eq!(w.store.len(), 1);
+    // Debug of the verified webhook names the parameters, never their values.
+    let verified = decide(&Request::good().head, &Request::good().body, &w.policy()).unwrap();
+    let shown = format!("{verified:?}");
+    assert!(shown.contains("From"), "{shown}");
+    common::assert_no_leak(&shown, &[&token, "+14158675309", "+18005551212"]);
     assert_eq!(CONTENT_TYPE_XML, "text/xml");
 }
 
@@ -231,7 +275,7 @@ fn replayed_webhook_gets_byte_identical_twiml() {
     ] {
         let again = w.decide_at(&Request::good(), now).unwrap();
         assert_eq!(again.twiml, first.twiml, "{now:?}");
-        assert_eq!(w.ledger.len(), 1);
+        assert_eq!(w.store.len(), 1);
     }
     // Once the token has expired, a new one is minted.
     let later = common::after(T0, TTL);
@@ -444,20 +488,32 @@ fn rejection_table() {
         (
             "not a form (JSON content type)",
             good.clone().set("Content-Type", b"application/json"),
-            WebhookReject::Signature(SignatureError::BodyHashMissing),
-            403,
+            WebhookReject::UnsupportedMediaType,
+            415,
+        ),
+        (
+            "JSON body correctly signed over bodySHA256",
+            json_webhook(),
+            WebhookReject::UnsupportedMediaType,
+            415,
+        ),
+        (
+            "unsigned JSON body",
+            json_webhook().remove("X-Twilio-Signature"),
+            WebhookReject::UnsupportedMediaType,
+            415,
         ),
         (
             "no content type",
             good.clone().remove("Content-Type"),
-            WebhookReject::Signature(SignatureError::BodyHashMissing),
-            403,
+            WebhookReject::UnsupportedMediaType,
+            415,
         ),
         (
             "content type repeated",
             good.clone().add("Content-Type", FORM.as_bytes()),
-            WebhookReject::Signature(SignatureError::BodyHashMissing),
-            403,
+            WebhookReject::UnsupportedMediaType,
+            415,
         ),
         (
             "malformed escape",
@@ -568,7 +624,7 @@ fn rejection_table() {
         let got = w.decide(&r);
         assert_eq!(got.map(|a| a.call_sid), Err(reason), "{name}");
         assert_eq!(reason.status(), status, "{name}");
-        assert!(w.ledger.is_empty(), "{name}: the ledger minted a token");
+        assert!(w.store.is_empty(), "{name}: the store recorded a token");
         let text = format!("{reason:?} {reason} {}", reason.as_str());
         let sig = r
             .head
@@ -581,9 +637,32 @@ fn rejection_table() {
     }
 }
 
+/// A JSON webhook signed as Twilio signs JSON bodies (`bodySHA256` in the URL): valid, but
+/// not the voice webhook's form.
+fn json_webhook() -> Request {
+    let body = format!(r#"{{"AccountSid":"{ACCOUNT}","CallSid":"{CALL}"}}"#);
+    let url = format!(
+        "{SIGNED_URL}?bodySHA256={}",
+        streamguard::signature::body_sha256(body.as_bytes())
+    );
+    let sig = compute_signature::<&str, &str>(&AuthToken::new(AUTH).unwrap(), &url, &[]);
+    let target = url.strip_prefix("https://streamguard.example.com").unwrap();
+    Request {
+        head: RequestHead {
+            method: "POST".to_owned(),
+            target: target.to_owned(),
+            headers: vec![
+                ("Content-Type".to_owned(), b"application/json".to_vec()),
+                ("X-Twilio-Signature".to_owned(), sig.into_bytes()),
+            ],
+        },
+        body: body.into_bytes(),
+    }
+}
+
 #[test]
-fn full_ledger_is_503_and_mints_nothing() {
-    let w = World::with_ledger(TokenLedger::new(1));
+fn full_store_is_503_and_records_nothing_new() {
+    let w = World::with_store(MemoryStore::new(1, policy(1)));
     let first = w.decide(&Request::good()).unwrap();
     let other = Request::signed(
         &twilio_params(ACCOUNT, OTHER_CALL),
@@ -592,11 +671,90 @@ fn full_ledger_is_503_and_mints_nothing() {
         "/voice/webhook",
     );
     let got = w.decide(&other).map(|a| a.call_sid);
-    assert_eq!(got, Err(WebhookReject::LedgerFull));
-    assert_eq!(WebhookReject::LedgerFull.status(), 503);
-    assert_eq!(w.ledger.len(), 1);
-    // The known call still gets its token.
+    assert_eq!(got, Err(WebhookReject::Store(StoreError::Full)));
+    assert_eq!(WebhookReject::Store(StoreError::Full).status(), 503);
+    assert_eq!(
+        WebhookReject::Store(StoreError::Full).as_str(),
+        "call_records_full"
+    );
+    assert_eq!(w.store.len(), 1);
+    // The known call still gets its token, and can stream: redemption adds no record.
     assert_eq!(w.decide(&Request::good()).unwrap().twiml, first.twiml);
+    assert_eq!(w.redeem(&token_of(&first.twiml), CALL, T0), Ok(()));
+    // The first call has streamed, so its record is kept for the call memory even after its
+    // token expired: the store stays full, and fails closed rather than forget it.
+    let later = common::after(T0, TTL);
+    assert_eq!(
+        w.decide_at(&other, later).map(|a| a.call_sid),
+        Err(WebhookReject::Store(StoreError::Full))
+    );
+    // After the call memory, the record is forgotten and the other call gets its token.
+    let much_later = common::after(T0, DEFAULT_CALL_MEMORY);
+    assert_eq!(
+        w.decide_at(&other, much_later)
+            .map(|a| a.call_sid.as_str().to_owned()),
+        Ok(OTHER_CALL.to_owned())
+    );
+}
+
+/// The captured-webhook replay: once the call has streamed, the same signed webhook gets no
+/// token (403, the generic refusal) for the whole call memory, not only within the TTL; a
+/// call minted for but never streamed gets the same token within the TTL and a new one after.
+#[test]
+fn a_streamed_call_is_refused_a_new_token_for_its_call_memory() {
+    let w = World::new();
+    let token = token_of(&w.decide(&Request::good()).unwrap().twiml);
+    assert_eq!(w.redeem(&token, CALL, T0), Ok(()));
+    for (what, at) in [
+        ("at once", T0),
+        ("after the TTL", common::after(T0, TTL)),
+        (
+            "610 s later (the reported replay)",
+            common::after(T0, Duration::from_secs(610)),
+        ),
+        (
+            "1 ms before the call memory ends",
+            common::before(
+                common::after(T0, DEFAULT_CALL_MEMORY),
+                Duration::from_millis(1),
+            ),
+        ),
+    ] {
+        let got = w.decide_at(&Request::good(), at).map(|a| a.call_sid);
+        assert_eq!(got, Err(WebhookReject::CallAlreadyStreamed), "{what}");
+        assert_eq!(WebhookReject::CallAlreadyStreamed.status(), 403);
+        assert_eq!(
+            WebhookReject::CallAlreadyStreamed.as_str(),
+            "call_already_streamed"
+        );
+    }
+    // The spent token never opens a second stream either.
+    assert!(w.redeem(&token, CALL, T0).is_err());
+    // Once the memory has passed, the call is forgotten.
+    let after_memory = common::after(T0, DEFAULT_CALL_MEMORY);
+    assert!(w.decide_at(&Request::good(), after_memory).is_ok());
+}
+
+/// `--streams-per-call 2` (a call sent back to the webhook by `<Redirect>`): a second token
+/// after the first stream, a second stream with it, and nothing after that.
+#[test]
+fn streams_per_call_allows_exactly_that_many_streams() {
+    let w = World::with_store(MemoryStore::new(1024, policy(2)));
+    let first = token_of(&w.decide(&Request::good()).unwrap().twiml);
+    assert_eq!(w.redeem(&first, CALL, T0), Ok(()));
+    let at = common::plus_ms(T0, 5);
+    let second = token_of(&w.decide_at(&Request::good(), at).unwrap().twiml);
+    assert_ne!(first, second, "a new token for the second stream");
+    assert!(
+        w.redeem(&first, CALL, at).is_err(),
+        "the first token stays spent"
+    );
+    assert_eq!(w.redeem(&second, CALL, at), Ok(()));
+    assert_eq!(
+        w.decide_at(&Request::good(), common::plus_ms(T0, 10))
+            .map(|a| a.call_sid),
+        Err(WebhookReject::CallAlreadyStreamed)
+    );
 }
 
 #[test]

@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::limits::{
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP,
-    DEFAULT_MAX_STREAMS, DEFAULT_START_TIMEOUT, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL,
+    DEFAULT_CALL_CAPACITY, DEFAULT_CALL_MEMORY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS, DEFAULT_START_TIMEOUT,
+    DEFAULT_STREAMS_PER_CALL, DEFAULT_TOKEN_TTL, MAX_CALL_MEMORY, MAX_STREAMS_PER_CALL,
+    MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 use crate::secret::{AuthToken, KeySet};
 use crate::sid::AccountSid;
+use crate::store::StorePolicy;
 use crate::upgrade::SignatureMode;
 
 /// The route of the voice webhook by default (`--webhook-path`).
@@ -36,20 +39,41 @@ impl PublicUrl {
     /// Parses `--public-url`: `http://` or `https://`, a host, an optional path prefix, no
     /// query, no fragment. One trailing `/` is dropped.
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError::PublicUrl;
-        let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+        let bad = ConfigError::PublicUrl;
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or(bad("it must start with https:// (or http://)"))?;
         let ws_scheme = match scheme {
             "https" => "wss",
             "http" => "ws",
-            _ => return Err(bad()),
+            _ => return Err(bad("its scheme must be https (or http), in lower case")),
         };
-        if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
-            return Err(bad());
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad("it must name a host after the scheme"));
+        }
+        if rest.contains(['?', '#']) {
+            return Err(bad(
+                "it must have no query or fragment (Twilio drops the query of a stream URL)",
+            ));
+        }
+        if rest.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(bad("it must have no spaces or control characters"));
         }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         // The host part must be something the signature code can split (port checks etc.).
         let http = format!("{scheme}://{rest}");
-        crate::signature::port_variants(&http).map_err(|_| bad())?;
+        let port_rule = "its host or port cannot be used (port must be 1 to 65535)";
+        crate::signature::port_variants(&http).map_err(|_| bad(port_rule))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let after_host = match authority.rfind(']') {
+            Some(end) => authority.get(end..).unwrap_or_default(),
+            None => authority,
+        };
+        if let Some((_, port)) = after_host.rsplit_once(':') {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(bad(port_rule));
+            }
+        }
         Ok(Self {
             ws: format!("{ws_scheme}://{rest}"),
             http,
@@ -65,14 +89,27 @@ impl PublicUrl {
     pub fn ws(&self) -> &str {
         &self.ws
     }
+
+    /// Whether it is `https` (Twilio connects only to `wss://` on port 443).
+    pub fn is_https(&self) -> bool {
+        self.http.starts_with("https://")
+    }
+
+    /// The path prefix after the host (`""` when there is none).
+    pub fn path_prefix(&self) -> &str {
+        let after_scheme = self.http.split_once("://").map_or("", |(_, r)| r);
+        after_scheme
+            .find('/')
+            .map_or("", |i| after_scheme.get(i..).unwrap_or(""))
+    }
 }
 
 /// Why a configuration was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// `--public-url` is not an `http(s)` URL without query or fragment.
-    PublicUrl,
+    /// `--public-url` is not an `http(s)` URL without query or fragment; says which rule.
+    PublicUrl(&'static str),
     /// A route does not start with `/`, has a `?`/`#`, or two routes collide.
     Path(&'static str),
     /// A numeric setting is out of range.
@@ -82,9 +119,10 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::PublicUrl => f.write_str(
-                "--public-url must be http:// or https:// with a host, an optional path \
-                 prefix, no query and no fragment (e.g. https://voice.example.com)",
+            Self::PublicUrl(rule) => write!(
+                f,
+                "--public-url: {rule}; expected the origin Twilio sees plus an optional path \
+                 prefix, e.g. https://voice.example.com"
             ),
             Self::Path(what) => write!(f, "{what}"),
             Self::Range(what) => write!(f, "{what}"),
@@ -106,6 +144,12 @@ pub struct Config {
     pub stream_path: String,
     /// `--token-ttl`.
     pub token_ttl: Duration,
+    /// `--call-memory`: how long a call that has streamed is refused a new token and stream.
+    pub call_memory: Duration,
+    /// `--streams-per-call`.
+    pub streams_per_call: u32,
+    /// `--call-capacity`: most calls the in-memory store remembers at once.
+    pub call_capacity: usize,
     /// `--start-timeout-ms`.
     pub start_timeout: Duration,
     /// `--upgrade-signature`.
@@ -118,6 +162,9 @@ pub struct Config {
     pub max_streams: usize,
     /// `--max-message-bytes`.
     pub max_message_bytes: usize,
+    /// `--max-connections`: TCP connections at once, of every kind (lowered at start to what
+    /// the file-descriptor limit allows).
+    pub max_connections: usize,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
     /// `TWILIO_AUTH_TOKEN`.
@@ -141,12 +188,16 @@ impl Config {
             webhook_path: DEFAULT_WEBHOOK_PATH.to_owned(),
             stream_path: DEFAULT_STREAM_PATH.to_owned(),
             token_ttl: DEFAULT_TOKEN_TTL,
+            call_memory: DEFAULT_CALL_MEMORY,
+            streams_per_call: DEFAULT_STREAMS_PER_CALL,
+            call_capacity: DEFAULT_CALL_CAPACITY,
             start_timeout: DEFAULT_START_TIMEOUT,
             upgrade_signature: SignatureMode::Required,
             max_pending: DEFAULT_MAX_PENDING,
             max_pending_per_ip: DEFAULT_MAX_PENDING_PER_IP,
             max_streams: DEFAULT_MAX_STREAMS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             metrics_listen: None,
             auth_token,
             account_sid,
@@ -176,9 +227,24 @@ impl Config {
                 "--webhook-path and --stream-path must differ",
             ));
         }
-        if self.token_ttl.is_zero() || self.token_ttl > MAX_TOKEN_TTL {
+        if self.token_ttl < MIN_TOKEN_TTL || self.token_ttl > MAX_TOKEN_TTL {
             return Err(ConfigError::Range(
                 "--token-ttl must be between 1 and 3600 seconds",
+            ));
+        }
+        if self.call_memory < self.token_ttl || self.call_memory > MAX_CALL_MEMORY {
+            return Err(ConfigError::Range(
+                "--call-memory must be at least --token-ttl and at most 30 days",
+            ));
+        }
+        if self.streams_per_call == 0 || self.streams_per_call > MAX_STREAMS_PER_CALL {
+            return Err(ConfigError::Range(
+                "--streams-per-call must be between 1 and 100",
+            ));
+        }
+        if self.call_capacity == 0 || self.max_connections == 0 {
+            return Err(ConfigError::Range(
+                "--call-capacity and --max-connections must be positive",
             ));
         }
         if self.start_timeout.is_zero() {
@@ -195,6 +261,58 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Settings that work but are probably not what the operator meant: logged as warnings
+    /// when the server starts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.public_url.is_https() {
+            out.push(format!(
+                "--public-url is http://, so the stream URL is {}: Twilio connects only to \
+                 wss:// on port 443 (error 31922); use http:// only for local tests",
+                self.stream_url()
+            ));
+        }
+        if self
+            .public_url
+            .path_prefix()
+            .ends_with(self.webhook_path.as_str())
+            || self
+                .public_url
+                .path_prefix()
+                .ends_with(self.stream_path.as_str())
+        {
+            out.push(format!(
+                "--public-url ends in a route ({}): routes are appended to it, so the webhook \
+                 URL is {}; give the origin (plus a prefix a proxy strips) only",
+                self.public_url.path_prefix(),
+                self.webhook_url()
+            ));
+        }
+        match self.upgrade_signature {
+            SignatureMode::Required => {}
+            SignatureMode::IfPresent => out.push(
+                "--upgrade-signature if-present: upgrades without X-Twilio-Signature are \
+                 accepted (the stream token is still required)"
+                    .to_owned(),
+            ),
+            SignatureMode::Off => out.push(
+                "--upgrade-signature off: the X-Twilio-Signature of the WebSocket upgrade is \
+                 not checked (the stream token is still required)"
+                    .to_owned(),
+            ),
+        }
+        out
+    }
+
+    /// The rules the replay store applies.
+    pub fn store_policy(&self) -> StorePolicy {
+        StorePolicy {
+            token_ttl: self.token_ttl,
+            call_memory: self.call_memory,
+            streams_per_call: self.streams_per_call,
+        }
     }
 
     /// `{public-url}{webhook-path}`: the URL Twilio signs for the webhook.

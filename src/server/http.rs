@@ -19,7 +19,12 @@ use tokio::net::TcpListener;
 
 use super::Shared;
 use super::config::{HEALTH_PATH, METRICS_PATH};
-use crate::limits::{HTTP_HEADER_TIMEOUT, MAX_WEBHOOK_BODY_BYTES, WEBHOOK_BODY_TIMEOUT};
+use super::connections::ConnectionSlot;
+use crate::limits::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_WARN_EVERY, CALL_RECORDS_WARN_PERCENT,
+    HTTP_HEADER_TIMEOUT, MAX_REQUEST_HEAD_BYTES, MAX_WEBHOOK_BODY_BYTES, WEBHOOK_BODY_TIMEOUT,
+};
+use crate::store;
 use crate::upgrade::{self, RequestHead, UpgradePolicy, UpgradeReject};
 use crate::webhook::{self, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject};
 
@@ -32,24 +37,54 @@ pub(crate) enum Site {
     Metrics,
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown. A failed `accept` (out of descriptors, say) backs off,
+/// doubling from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`], and is logged at most once
+/// per [`ACCEPT_WARN_EVERY`] with the number of failures since the last warning.
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, site: Site) {
     let mut shutdown = shared.shutdown.clone();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failures_unlogged: u64 = 0;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: log, back off briefly, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    shared.metrics.accept_error();
+                    failures_unlogged = failures_unlogged.saturating_add(1);
+                    let now = tokio::time::Instant::now();
+                    if last_warning.is_none_or(|t| now.duration_since(t) >= ACCEPT_WARN_EVERY) {
+                        tracing::warn!(error = %e, failures = failures_unlogged, backoff_ms = backoff.as_millis(), "accept failed; backing off");
+                        failures_unlogged = 0;
+                        last_warning = Some(now);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = super::shutdown_requested(&mut shutdown) => return,
+                    }
+                    backoff = backoff.saturating_mul(2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = super::shutdown_requested(&mut shutdown) => return,
         };
+        backoff = ACCEPT_BACKOFF_MIN;
+        let Some((slot, evicted)) = shared.connections.admit() else {
+            // Every connection is busy (answering a request, or an upgraded stream): close
+            // this one at once rather than exceed --max-connections.
+            tracing::debug!(%peer, "connection refused: --max-connections reached, none waiting");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve_connection(tcp, peer, Arc::clone(&shared), site));
+        tokio::spawn(serve_connection(
+            tcp,
+            peer,
+            Arc::clone(&shared),
+            site,
+            slot,
+            evicted,
+        ));
     }
 }
 
@@ -58,21 +93,31 @@ async fn serve_connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     site: Site,
+    slot: ConnectionSlot,
+    evicted: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut shutdown = shared.shutdown.clone();
     let svc_shared = Arc::clone(&shared);
+    let svc_slot = slot.clone();
     let svc = service_fn(move |req| {
         let shared = Arc::clone(&svc_shared);
+        let slot = svc_slot.clone();
         async move {
             Ok::<_, Infallible>(match site {
-                Site::Main => route(req, shared, peer).await,
-                Site::Metrics => metrics(&req, &shared),
+                Site::Main => route(req, shared, peer, slot).await,
+                Site::Metrics => {
+                    slot.set_waiting(false);
+                    let r = metrics(&req, &shared);
+                    slot.set_waiting(true);
+                    r
+                }
             })
         }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HTTP_HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         .serve_connection(TokioIo::new(tcp), svc)
         .with_upgrades();
     tokio::pin!(conn);
@@ -82,11 +127,15 @@ async fn serve_connection(
                 tracing::debug!(%peer, error = %e, "http connection ended with an error");
             }
         }
+        Ok(()) = evicted => {
+            tracing::debug!(%peer, "connection closed: the oldest waiting connection makes room at --max-connections");
+        }
         () = super::shutdown_requested(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
+    drop(slot);
 }
 
 fn empty(status: StatusCode) -> Response<Full<Bytes>> {
@@ -116,8 +165,23 @@ async fn route(
     req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    slot: ConnectionSlot,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if path == shared.config.webhook_path {
+        // Still waiting (evictable) while the body arrives; busy once it is in.
+        let r = webhook(req, &shared, peer, &slot).await;
+        slot.set_waiting(true);
+        return r;
+    }
+    if path == shared.config.stream_path {
+        slot.set_waiting(false);
+        let r = upgrade(req, shared, peer, slot.clone());
+        if r.status() != StatusCode::SWITCHING_PROTOCOLS {
+            slot.set_waiting(true);
+        }
+        return r;
+    }
     if path == HEALTH_PATH {
         return if req.method() == Method::GET {
             let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
@@ -127,12 +191,6 @@ async fn route(
         } else {
             empty(StatusCode::METHOD_NOT_ALLOWED)
         };
-    }
-    if path == shared.config.webhook_path {
-        return webhook(req, &shared, peer).await;
-    }
-    if path == shared.config.stream_path {
-        return upgrade(req, shared, peer);
     }
     empty(StatusCode::NOT_FOUND)
 }
@@ -144,7 +202,7 @@ fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return empty(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let body = shared.metrics.snapshot(&shared.capacity).render();
+    let body = shared.snapshot().render();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -157,19 +215,40 @@ fn webhook_rejected(
     shared: &Shared,
     peer: SocketAddr,
     reason: WebhookReject,
+    signed_url: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    shared.metrics.webhook_rejected();
-    tracing::warn!(peer = %peer.ip(), reason = reason.as_str(), "webhook refused: {reason}");
+    shared.metrics.webhook_rejected(reason.as_str());
+    match (reason, signed_url) {
+        // Behind a proxy the question is always "which URL?": say it (never the signature).
+        (WebhookReject::Signature(_), Some(url)) => tracing::warn!(
+            peer = %peer.ip(), reason = reason.as_str(), signed_url = %url,
+            "webhook refused: {reason} (checked against the URL built from --public-url; \
+             Twilio signs the URL it requested, so the two must be the same)"
+        ),
+        _ => {
+            tracing::warn!(peer = %peer.ip(), reason = reason.as_str(), "webhook refused: {reason}")
+        }
+    }
     empty(status_of(reason.status()))
+}
+
+/// The URL the webhook's signature is checked against: the configured one plus the request's
+/// query, as [`webhook::decide`] builds it.
+fn signed_webhook_url(shared: &Shared, head: &RequestHead) -> String {
+    match head.query() {
+        Some(q) => format!("{}?{q}", shared.webhook_url),
+        None => shared.webhook_url.clone(),
+    }
 }
 
 async fn webhook(
     req: Request<Incoming>,
     shared: &Shared,
     peer: SocketAddr,
+    slot: &ConnectionSlot,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
-        return webhook_rejected(shared, peer, WebhookReject::Method);
+        return webhook_rejected(shared, peer, WebhookReject::Method, None);
     }
     let declared = req
         .headers()
@@ -177,7 +256,7 @@ async fn webhook(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY_BYTES as u64) {
-        return webhook_rejected(shared, peer, WebhookReject::TooLarge);
+        return webhook_rejected(shared, peer, WebhookReject::TooLarge, None);
     }
     let head = head_of(&req);
     let collected = tokio::time::timeout(
@@ -185,45 +264,97 @@ async fn webhook(
         Limited::new(req.into_body(), MAX_WEBHOOK_BODY_BYTES).collect(),
     )
     .await;
+    slot.set_waiting(false);
     let body = match collected {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return webhook_rejected(shared, peer, WebhookReject::TooLarge);
+                return webhook_rejected(shared, peer, WebhookReject::TooLarge, None);
             }
-            shared.metrics.webhook_rejected();
+            shared.metrics.webhook_rejected("body_unreadable");
             tracing::debug!(peer = %peer.ip(), "webhook body could not be read");
             return empty(StatusCode::BAD_REQUEST);
         }
         Err(_) => {
-            shared.metrics.webhook_rejected();
+            shared.metrics.webhook_rejected("body_timeout");
             tracing::warn!(peer = %peer.ip(), reason = "body_timeout", "webhook refused: body not received in time");
             return empty(StatusCode::REQUEST_TIMEOUT);
         }
     };
     let policy = WebhookPolicy {
         signed_url: &shared.webhook_url,
-        stream_url: &shared.stream_url,
         auth: &shared.config.auth_token,
         account: &shared.config.account_sid,
-        keys: &shared.config.keys,
-        token_ttl: shared.config.token_ttl,
+    };
+    let verified = match webhook::decide(&head, &body, &policy) {
+        Ok(v) => v,
+        Err(reason) => {
+            let url = signed_webhook_url(shared, &head);
+            return webhook_rejected(shared, peer, reason, Some(&url));
+        }
     };
     let now = shared.clock.now();
-    match webhook::decide(&head, &body, &policy, &shared.ledger, now, &shared.rng) {
-        Ok(accepted) => {
-            shared.metrics.webhook_accepted();
-            tracing::info!(call_sid = %accepted.call_sid, "webhook accepted, stream token issued");
-            let mut r = Response::new(Full::new(Bytes::from(accepted.twiml)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(CONTENT_TYPE_XML),
-            );
-            r
+    let minted = store::mint(
+        &*shared.store,
+        &shared.store_key,
+        &shared.config.keys,
+        &verified.account_sid,
+        &verified.call_sid,
+        now,
+        shared.config.token_ttl,
+        &shared.rng,
+    )
+    .await;
+    warn_if_store_filling(shared);
+    let token = match minted {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(call_sid = %verified.call_sid, "no token minted: {e}");
+            return webhook_rejected(shared, peer, WebhookReject::from(e), None);
         }
-        Err(reason) => webhook_rejected(shared, peer, reason),
+    };
+    let twiml = match webhook::answer(&shared.stream_url, &token) {
+        Ok(t) => t,
+        Err(_) => return webhook_rejected(shared, peer, WebhookReject::Internal, None),
+    };
+    shared.metrics.webhook_accepted();
+    tracing::info!(call_sid = %verified.call_sid, "webhook accepted, stream token issued");
+    let mut r = Response::new(Full::new(Bytes::from(twiml)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_XML),
+    );
+    r
+}
+
+/// Warns (at most once per 1% step) while the store is at least
+/// [`CALL_RECORDS_WARN_PERCENT`] full.
+fn warn_if_store_filling(shared: &Shared) {
+    let fill = shared.store.fill();
+    let Some(capacity) = fill.capacity.filter(|c| *c > 0) else {
+        return;
+    };
+    let percent = fill
+        .records
+        .saturating_mul(100)
+        .checked_div(capacity)
+        .unwrap_or(0);
+    if percent < CALL_RECORDS_WARN_PERCENT {
+        return;
+    }
+    let last = shared
+        .store_warned_percent
+        .swap(percent, std::sync::atomic::Ordering::Relaxed);
+    if last != percent {
+        tracing::warn!(
+            records = fill.records,
+            capacity,
+            percent,
+            "the replay store is {percent}% full: webhooks are refused when it is full \
+             (raise --call-capacity, or lower --call-memory)"
+        );
     }
 }
 
@@ -241,6 +372,7 @@ fn upgrade(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    slot: ConnectionSlot,
 ) -> Response<Full<Bytes>> {
     let head = head_of(&req);
     let policy = UpgradePolicy {
@@ -270,6 +402,8 @@ fn upgrade(
                     peer,
                 )
                 .await;
+                // The descriptor is the stream's until here.
+                drop(slot);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade did not complete"),
         }

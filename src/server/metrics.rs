@@ -1,23 +1,43 @@
 //! Prometheus metrics (text exposition format 0.0.4), served on `--metrics-listen`.
 //!
-//! The precise reason for every rejected stream is a label value here and in the logs,
-//! never on the wire. Label values come from fixed `as_str()` tables, never from input.
+//! The precise reason for every refusal is a label value here and in the logs, never on the
+//! wire. Label values come from fixed `as_str()` tables, never from input.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::capacity::Capacity;
-
 /// Counters of one server.
 #[derive(Debug, Default)]
 pub struct Metrics {
     webhook_accepted: AtomicU64,
-    webhook_rejected: AtomicU64,
+    webhook_rejected: Mutex<BTreeMap<&'static str, u64>>,
     streams_authenticated: AtomicU64,
     streams_rejected: Mutex<BTreeMap<&'static str, u64>>,
     media_frames: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// The gauges, read from the server's state when a snapshot is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// `streamguard_streams_active`.
+    pub streams_active: u64,
+    /// `streamguard_connections_pending`.
+    pub connections_pending: u64,
+    /// `streamguard_connections_open`.
+    pub connections_open: u64,
+    /// `streamguard_connections_max`.
+    pub connections_max: u64,
+    /// `streamguard_connections_evicted_total`.
+    pub connections_evicted: u64,
+    /// `streamguard_connections_refused_total`.
+    pub connections_refused: u64,
+    /// `streamguard_call_records`.
+    pub call_records: u64,
+    /// `streamguard_call_records_capacity` (absent for a store bounded by TTLs only).
+    pub call_records_capacity: Option<u64>,
 }
 
 /// A copy of the counters at one moment.
@@ -25,18 +45,21 @@ pub struct Metrics {
 pub struct Snapshot {
     /// `streamguard_webhook_requests_total{outcome="accepted"}`.
     pub webhook_accepted: u64,
-    /// `streamguard_webhook_requests_total{outcome="rejected"}`.
+    /// `streamguard_webhook_requests_total{outcome="rejected"}`: the sum of
+    /// [`Self::webhook_rejected_by_reason`].
     pub webhook_rejected: u64,
+    /// `streamguard_webhook_rejected_total` by reason.
+    pub webhook_rejected_by_reason: BTreeMap<&'static str, u64>,
     /// `streamguard_streams_authenticated_total`.
     pub streams_authenticated: u64,
     /// `streamguard_streams_rejected_total` by reason.
     pub streams_rejected: BTreeMap<&'static str, u64>,
-    /// `streamguard_streams_active`.
-    pub streams_active: u64,
-    /// `streamguard_connections_pending`.
-    pub connections_pending: u64,
     /// `streamguard_media_frames_total`.
     pub media_frames: u64,
+    /// `streamguard_accept_errors_total`.
+    pub accept_errors: u64,
+    /// The gauges.
+    pub gauges: Gauges,
 }
 
 impl Snapshot {
@@ -46,10 +69,37 @@ impl Snapshot {
             .values()
             .fold(0, |a, b| a.saturating_add(*b))
     }
+
+    /// Rejected streams with this reason.
+    pub fn streams_rejected_for(&self, reason: &str) -> u64 {
+        self.streams_rejected.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Rejected webhooks with this reason.
+    pub fn webhook_rejected_for(&self, reason: &str) -> u64 {
+        self.webhook_rejected_by_reason
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn bump_reason(map: &Mutex<BTreeMap<&'static str, u64>>, reason: &'static str) {
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = map.entry(reason).or_insert(0);
+    *n = n.saturating_add(1);
+}
+
+fn read(map: &Mutex<BTreeMap<&'static str, u64>>) -> BTreeMap<&'static str, u64> {
+    map.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 impl Metrics {
@@ -58,9 +108,9 @@ impl Metrics {
         bump(&self.webhook_accepted);
     }
 
-    /// A webhook was refused.
-    pub fn webhook_rejected(&self) {
-        bump(&self.webhook_rejected);
+    /// A webhook was refused for `reason`.
+    pub fn webhook_rejected(&self, reason: &'static str) {
+        bump_reason(&self.webhook_rejected, reason);
     }
 
     /// A stream authenticated.
@@ -70,12 +120,7 @@ impl Metrics {
 
     /// A stream was refused (before or after the upgrade) for `reason`.
     pub fn stream_rejected(&self, reason: &'static str) {
-        let mut map = self
-            .streams_rejected
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(reason).or_insert(0);
-        *n = n.saturating_add(1);
+        bump_reason(&self.streams_rejected, reason);
     }
 
     /// An inbound media frame of an authenticated stream was handed to the handler.
@@ -83,22 +128,33 @@ impl Metrics {
         bump(&self.media_frames);
     }
 
-    /// The counters now, with the gauges read from `capacity`.
-    pub fn snapshot(&self, capacity: &Capacity) -> Snapshot {
+    /// `accept` failed.
+    pub fn accept_error(&self) {
+        bump(&self.accept_errors);
+    }
+
+    /// The counters now, with `gauges`.
+    pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
+        let webhook_rejected_by_reason = read(&self.webhook_rejected);
         Snapshot {
             webhook_accepted: self.webhook_accepted.load(Ordering::Relaxed),
-            webhook_rejected: self.webhook_rejected.load(Ordering::Relaxed),
+            webhook_rejected: webhook_rejected_by_reason
+                .values()
+                .fold(0, |a, b| a.saturating_add(*b)),
+            webhook_rejected_by_reason,
             streams_authenticated: self.streams_authenticated.load(Ordering::Relaxed),
-            streams_rejected: self
-                .streams_rejected
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-            streams_active: u64::try_from(capacity.active()).unwrap_or(u64::MAX),
-            connections_pending: u64::try_from(capacity.pending()).unwrap_or(u64::MAX),
+            streams_rejected: read(&self.streams_rejected),
             media_frames: self.media_frames.load(Ordering::Relaxed),
+            accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            gauges,
         }
     }
+}
+
+fn by_reason(map: &BTreeMap<&'static str, u64>) -> Vec<(String, u64)> {
+    map.iter()
+        .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+        .collect()
 }
 
 impl Snapshot {
@@ -112,6 +168,8 @@ impl Snapshot {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
+        let plain = |v: u64| [(String::new(), v)];
+        let g = &self.gauges;
         metric(
             "streamguard_webhook_requests_total",
             "counter",
@@ -122,40 +180,85 @@ impl Snapshot {
             ],
         );
         metric(
+            "streamguard_webhook_rejected_total",
+            "counter",
+            "Voice webhooks refused, by precise reason (e.g. signature_mismatch, call_already_streamed).",
+            &by_reason(&self.webhook_rejected_by_reason),
+        );
+        metric(
             "streamguard_streams_authenticated_total",
             "counter",
             "Media streams that presented a valid token.",
-            &[(String::new(), self.streams_authenticated)],
+            &plain(self.streams_authenticated),
         );
-        let rejected: Vec<(String, u64)> = self
-            .streams_rejected
-            .iter()
-            .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
-            .collect();
         metric(
             "streamguard_streams_rejected_total",
             "counter",
             "Media stream connections refused, before or after the upgrade, by precise reason.",
-            &rejected,
+            &by_reason(&self.streams_rejected),
         );
         metric(
             "streamguard_streams_active",
             "gauge",
             "Authenticated media streams open now.",
-            &[(String::new(), self.streams_active)],
+            &plain(g.streams_active),
         );
         metric(
             "streamguard_connections_pending",
             "gauge",
             "Connections upgraded but not yet authenticated.",
-            &[(String::new(), self.connections_pending)],
+            &plain(g.connections_pending),
         );
         metric(
             "streamguard_media_frames_total",
             "counter",
             "Inbound media frames of authenticated streams handed to the media handler.",
-            &[(String::new(), self.media_frames)],
+            &plain(self.media_frames),
         );
+        metric(
+            "streamguard_connections_open",
+            "gauge",
+            "TCP connections open now, of every kind.",
+            &plain(g.connections_open),
+        );
+        metric(
+            "streamguard_connections_max",
+            "gauge",
+            "The --max-connections cap in force (lowered to the file-descriptor limit).",
+            &plain(g.connections_max),
+        );
+        metric(
+            "streamguard_connections_evicted_total",
+            "counter",
+            "Connections waiting for a request, closed to admit a new one at --max-connections.",
+            &plain(g.connections_evicted),
+        );
+        metric(
+            "streamguard_connections_refused_total",
+            "counter",
+            "Connections closed at accept: --max-connections reached and none waiting.",
+            &plain(g.connections_refused),
+        );
+        metric(
+            "streamguard_accept_errors_total",
+            "counter",
+            "Failed accepts (out of file descriptors, ...).",
+            &plain(self.accept_errors),
+        );
+        metric(
+            "streamguard_call_records",
+            "gauge",
+            "Calls the replay store remembers now (in-memory store).",
+            &plain(g.call_records),
+        );
+        if let Some(cap) = g.call_records_capacity {
+            metric(
+                "streamguard_call_records_capacity",
+                "gauge",
+                "Most calls the in-memory replay store remembers (--call-capacity).",
+                &plain(cap),
+            );
+        }
         out
     }
 }

@@ -4,15 +4,18 @@
 //! - `http`: routing, the webhook, the pre-upgrade checks and the `101`;
 //! - `stream`: one task per upgraded connection, feeding the [`crate::session::Session`]
 //!   state machine with frames and the clock and carrying out what it returns;
-//! - [`capacity`], [`metrics`]: slot counters and Prometheus counters;
+//! - [`capacity`], `connections`, [`metrics`]: slot counters (pending, streams, TCP
+//!   connections) and Prometheus counters;
 //! - [`media`]: the [`MediaHandler`] trait through which an application receives
 //!   authenticated audio.
 //!
 //! Shutdown ([`ServerHandle::shutdown`]): stop accepting, let HTTP connections finish, close
-//! every stream with 1001, wait up to [`SHUTDOWN_GRACE`] for the tasks to end.
+//! every stream with 1001, wait up to [`SHUTDOWN_GRACE`] for the tasks to end. Dropping the
+//! [`ServerHandle`] starts the same shutdown without waiting for it.
 
 pub mod capacity;
 pub mod config;
+mod connections;
 mod http;
 pub mod media;
 pub mod metrics;
@@ -29,26 +32,28 @@ use tokio::task::JoinHandle;
 
 pub use self::capacity::Capacity;
 pub use self::config::{Config, ConfigError, PublicUrl};
+use self::connections::Connections;
 pub use self::media::{
     Backpressure, Discard, Echo, HandlerFactory, MediaHandler, Outbox, StreamEnd,
 };
-pub use self::metrics::{Metrics, Snapshot};
-use crate::limits::{
-    DEFAULT_CALL_MEMORY, DEFAULT_LEDGER_CAPACITY, DEFAULT_REPLAY_CAPACITY, SHUTDOWN_GRACE,
-};
-use crate::replay::{ReplayGuard, TokenLedger};
+pub use self::metrics::{Gauges, Metrics, Snapshot};
+use crate::limits::{FD_RESERVE, SHUTDOWN_GRACE};
+use crate::store::{MemoryStore, ReplayStore, StoreKey};
 use crate::time::Clock;
 
-/// Everything the connection tasks share. Only `ledger`, `replay`, `capacity` and `metrics`
-/// change after start, each behind its own lock or atomics.
+/// Everything the connection tasks share. Only `store`, `capacity`, `connections` and
+/// `metrics` change after start, each behind its own lock or atomics.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) webhook_url: String,
     pub(crate) stream_url: String,
-    pub(crate) ledger: TokenLedger,
-    pub(crate) replay: ReplayGuard,
+    pub(crate) store: Arc<dyn ReplayStore>,
+    pub(crate) store_key: StoreKey,
     pub(crate) capacity: Arc<Capacity>,
+    pub(crate) connections: Arc<Connections>,
     pub(crate) metrics: Metrics,
+    /// The fill percentage last warned about (see `http::warn_if_store_filling`).
+    pub(crate) store_warned_percent: std::sync::atomic::AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
     pub(crate) handlers: Arc<dyn HandlerFactory>,
@@ -64,14 +69,47 @@ pub(crate) async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+impl Shared {
+    /// The counters and gauges now.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let fill = self.store.fill();
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.metrics.snapshot(Gauges {
+            streams_active: to_u64(self.capacity.active()),
+            connections_pending: to_u64(self.capacity.pending()),
+            connections_open: to_u64(self.connections.open()),
+            connections_max: to_u64(self.connections.max()),
+            connections_evicted: self.connections.evicted(),
+            connections_refused: self.connections.refused(),
+            call_records: fill.records,
+            call_records_capacity: fill.capacity,
+        })
+    }
+}
+
 /// A running server.
+///
+/// Dropping it stops the server: it stops accepting and closes every stream with 1001, without
+/// waiting for that to finish. Keep it for as long as the server should run; end with
+/// [`Self::shutdown`] (or [`Self::serve_until`]) to wait for a clean end.
+#[must_use = "dropping the ServerHandle shuts the server down; keep it, or call .serve_until(signal)"]
 pub struct ServerHandle {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    tasks_done: mpsc::Receiver<()>,
+    /// `None` once shutdown has begun.
+    shutdown: Option<watch::Sender<bool>>,
+    tasks_done: Option<mpsc::Receiver<()>>,
     accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            tracing::info!("server handle dropped: shutting down (closing streams with 1001)");
+            let _ = tx.send(true);
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -96,32 +134,38 @@ impl ServerHandle {
 
     /// The counters now.
     pub fn metrics(&self) -> Snapshot {
-        self.shared.metrics.snapshot(&self.shared.capacity)
+        self.shared.snapshot()
+    }
+
+    /// Serves until `signal` resolves (Ctrl-C, SIGTERM, a test's trigger ...), then shuts
+    /// down as [`Self::shutdown`] does.
+    pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
     }
 
     /// Stops accepting, closes every stream with 1001 and waits (at most
     /// [`SHUTDOWN_GRACE`]) for connections to end.
-    pub async fn shutdown(self) {
-        let Self {
-            shared,
-            shutdown,
-            mut tasks_done,
-            accept_loops,
-            ..
-        } = self;
-        let _ = shutdown.send(true);
-        for task in accept_loops {
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        for task in std::mem::take(&mut self.accept_loops) {
             let _ = task.await;
         }
+        let tasks_done = self.tasks_done.take();
         // Every connection task holds an `Arc<Shared>`, and `Shared` holds the only sender
-        // of `tasks_done`: once the last task has ended and our own `Arc` is dropped,
-        // `recv` returns `None`.
-        drop(shared);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, tasks_done.recv()).await;
+        // of `tasks_done`: once the last task has ended and our own `Arc` (in `self`) is
+        // dropped, `recv` returns `None`.
+        drop(self);
+        if let Some(mut done) = tasks_done {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, done.recv()).await;
+        }
     }
 }
 
-/// Starts serving on `listener` (and on `config.metrics_listen`, if set).
+/// Starts serving on `listener` (and on `config.metrics_listen`, if set). Keep the returned
+/// handle: dropping it stops the server.
 pub async fn start(
     listener: TcpListener,
     config: Config,
@@ -141,6 +185,18 @@ pub async fn start(
         .map(TcpListener::local_addr)
         .transpose()?;
 
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let fds = connections::effective_max_connections(config.max_connections, FD_RESERVE);
+    tracing::info!(
+        max_connections = fds.max_connections,
+        requested = config.max_connections,
+        descriptor_limit = fds.limit,
+        reserve = FD_RESERVE,
+        "connection cap: the smaller of --max-connections and the descriptor limit less the reserve"
+    );
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (tasks_tx, tasks_rx) = mpsc::channel(1);
     let shared = Arc::new(Shared {
@@ -151,9 +207,14 @@ pub async fn start(
             config.max_pending_per_ip,
             config.max_streams,
         )),
-        ledger: TokenLedger::new(DEFAULT_LEDGER_CAPACITY),
-        replay: ReplayGuard::new(DEFAULT_REPLAY_CAPACITY, DEFAULT_CALL_MEMORY),
+        connections: Arc::new(Connections::new(fds.max_connections)),
+        store: Arc::new(MemoryStore::new(
+            config.call_capacity,
+            config.store_policy(),
+        )),
+        store_key: StoreKey::derive(&config.auth_token),
         metrics: Metrics::default(),
+        store_warned_percent: std::sync::atomic::AtomicU64::new(0),
         rng: SystemRandom::new(),
         config,
         clock,
@@ -185,8 +246,8 @@ pub async fn start(
         addr,
         metrics_addr,
         shared,
-        shutdown: shutdown_tx,
-        tasks_done: tasks_rx,
+        shutdown: Some(shutdown_tx),
+        tasks_done: Some(tasks_rx),
         accept_loops,
     })
 }

@@ -1,10 +1,13 @@
 //! One task per upgraded connection: reads frames, feeds them and the clock to the pure
 //! [`Session`], and carries out its [`Output`].
 //!
-//! Each frame is handled to completion, synchronously, before the next is read: the state
-//! becomes `Streaming` inside `Session::handle`, so a `media` frame that arrived in the same
-//! read as `start` is delivered, never dropped and never treated as unauthenticated. Nothing
-//! is written to the peer before authentication except a close frame. Writes go through a
+//! Each frame is handled to completion before the next is read. When the session asks for a
+//! redemption, the task reserves a stream slot, asks the replay store, and reports the result
+//! before it reads again, so a `media` frame that arrived in the same read as `start` is
+//! delivered after the stream authenticated, never dropped and never treated as
+//! unauthenticated. While pending, the connection also closes (1008, `pending_evicted`) when
+//! the capacity counters pick it to make room for a newer one. Nothing is written to the peer
+//! before authentication except a close frame. Writes go through a
 //! separate writer task so that a peer that stops reading cannot stall the reader; the
 //! handler's [`Outbox`] has a byte budget, and exhausting it closes the stream.
 
@@ -20,14 +23,19 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
+use tungstenite::error::ProtocolError;
+
 use super::Shared;
 use super::capacity::{PendingPermit, StreamPermit};
 use super::media::{MediaHandler, Outbox, StreamEnd, WriterCmd};
 use crate::limits::{
     CLOSE_TIMEOUT, MAX_OUTBOUND_BUFFER_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
 };
-use crate::session::{AuthContext, CloseCode, Event, Output, Reason, Session, UrlToken};
-use crate::upgrade::UpgradeReject;
+use crate::session::{
+    AuthContext, CloseCode, Event, Output, RedeemFailure, Redemption, Session, UrlToken,
+};
+use crate::store;
+use crate::time::UnixTime;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -77,6 +85,34 @@ struct App {
     _slot: StreamPermit,
 }
 
+/// How the read loop ended: what to tell the handler, and the close frame to send (none when
+/// the peer is gone or not reading).
+type Ending = (StreamEnd, Option<CloseCode>);
+
+/// Maps a WebSocket read to a session event.
+fn event_of(read: &Option<Result<Message, tungstenite::Error>>) -> Option<Event<'_>> {
+    Some(match read {
+        None => Event::PeerClosed,
+        Some(Ok(m)) => match m {
+            Message::Text(t) => Event::Text(t.as_str()),
+            Message::Binary(_) => Event::Binary,
+            Message::Ping(_) | Message::Pong(_) => Event::Control,
+            Message::Close(_) => Event::PeerClosed,
+            Message::Frame(_) => return None,
+        },
+        Some(Err(e)) => match e {
+            tungstenite::Error::Capacity(_) => Event::TooLarge,
+            // The peer dropped the TCP connection without a close frame: how a call often
+            // ends (a hang-up), not an attack.
+            tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                Event::PeerClosed
+            }
+            tungstenite::Error::Utf8(_) | tungstenite::Error::Protocol(_) => Event::Malformed,
+            _ => Event::PeerClosed,
+        },
+    })
+}
+
 /// Runs one upgraded connection to its end.
 pub(crate) async fn run(
     io: TokioIo<Upgraded>,
@@ -99,7 +135,6 @@ pub(crate) async fn run(
     let ctx = AuthContext {
         keys: &shared.config.keys,
         expected_account: &shared.config.account_sid,
-        replay: &shared.replay,
         max_message_bytes: shared.config.max_message_bytes,
     };
     let mut session = Session::new(shared.clock.now(), shared.config.start_timeout, url_token);
@@ -108,68 +143,56 @@ pub(crate) async fn run(
     let start_timer = tokio::time::sleep(shared.config.start_timeout);
     tokio::pin!(start_timer);
 
-    let end = loop {
-        let msg = tokio::select! {
-            msg = stream.next() => TimerOr::Msg(msg),
-            () = &mut start_timer, if session.deadline().is_some() && !start_timer.is_elapsed() => TimerOr::Timer,
+    let (end, close): Ending = loop {
+        let evicted = async {
+            match pending.as_mut() {
+                Some(p) => p.evicted().await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            read = stream.next() => Some(read),
+            () = &mut start_timer, if session.deadline().is_some() && !start_timer.is_elapsed() => None,
+            () = evicted => {
+                shared.metrics.stream_rejected(PENDING_EVICTED);
+                tracing::warn!(peer = %peer.ip(), reason = PENDING_EVICTED, "stream closed: the oldest pending connection makes room for a new one");
+                break (StreamEnd::PeerGone, Some(CloseCode::Policy));
+            }
             () = super::shutdown_requested(&mut shutdown) => break (StreamEnd::Shutdown, Some(CloseCode::GoingAway)),
         };
         let now = shared.clock.now();
-        let text;
-        let event = match msg {
-            TimerOr::Timer => Event::Tick,
-            TimerOr::Msg(None) => Event::PeerClosed,
-            TimerOr::Msg(Some(Ok(m))) => match m {
-                Message::Text(t) => {
-                    text = t;
-                    Event::Text(text.as_str())
-                }
-                Message::Binary(_) => Event::Binary,
-                Message::Ping(_) | Message::Pong(_) => Event::Control,
-                Message::Close(_) => Event::PeerClosed,
-                Message::Frame(_) => continue,
-            },
-            TimerOr::Msg(Some(Err(e))) => match e {
-                tungstenite::Error::Capacity(_) => Event::TooLarge,
-                tungstenite::Error::Utf8(_) | tungstenite::Error::Protocol(_) => Event::Malformed,
-                _ => Event::PeerClosed,
+        let event = match &read {
+            None => Event::Tick,
+            Some(read) => match event_of(read) {
+                Some(e) => e,
+                None => continue,
             },
         };
-        let (next, output) = session.handle(event, now, &ctx);
+        let (next, mut output) = session.handle(event, now, &ctx);
         session = next;
-        match output {
-            Output::Nothing => {}
-            Output::Authenticated(info) => {
-                let Some(permit) = pending.take() else {
-                    // A session authenticates at most once; a second `Authenticated` would be a
-                    // bug in the state machine. Refuse the stream rather than continue.
-                    break (
-                        StreamEnd::Violation(Reason::SecondStart),
-                        Some(CloseCode::Internal),
-                    );
-                };
-                let slot = match permit.into_stream() {
-                    Ok(slot) => slot,
-                    Err(permit) => {
-                        pending = Some(permit);
-                        // The same label as the `503` before the upgrade.
-                        let reason = UpgradeReject::StreamsFull.as_str();
-                        shared.metrics.stream_rejected(reason);
-                        tracing::warn!(peer = %peer.ip(), call_sid = %info.call_sid, reason, "stream closed: --max-streams reached");
-                        break (StreamEnd::PeerGone, Some(CloseCode::Policy));
-                    }
-                };
+        if let Output::Redeem(r) = output {
+            // Nothing more is read until the store has answered: a frame that came with
+            // `start` waits in the socket and is handled after the result.
+            let slot = redeem(&shared, &mut pending, &r, now).await;
+            let reported = slot.as_ref().map(|_| ()).map_err(|e| *e);
+            let (next, out) = session.handle(Event::Redeemed(reported), shared.clock.now(), &ctx);
+            session = next;
+            output = out;
+            if let (Output::Authenticated(info), Ok(slot)) = (&output, slot) {
                 shared.metrics.stream_authenticated();
                 tracing::info!(peer = %peer.ip(), call_sid = %info.call_sid, stream_sid = %info.stream_sid, "stream authenticated");
                 let mut outbox = Outbox::new(info.stream_sid, tx.clone());
-                let mut handler = shared.handlers.create(&info);
-                handler.on_start(&info, &mut outbox);
+                let mut handler = shared.handlers.create(info);
+                handler.on_start(info, &mut outbox);
                 app = Some(App {
                     handler,
                     outbox,
                     _slot: slot,
                 });
             }
+        }
+        match output {
+            Output::Nothing | Output::Authenticated(_) | Output::Redeem(_) => {}
             Output::Media(frame) => {
                 if let Some(a) = app.as_mut() {
                     shared.metrics.media_frame();
@@ -218,7 +241,6 @@ pub(crate) async fn run(
             }
         }
     };
-    let (end, close) = end;
 
     // Release the pending slot now, not after the closing handshake.
     drop(pending);
@@ -252,8 +274,35 @@ pub(crate) async fn run(
     }
 }
 
-/// A frame from the peer, or the start timer firing.
-enum TimerOr {
-    Msg(Option<Result<Message, tungstenite::Error>>),
-    Timer,
+/// The metric and log label of a pending connection closed to admit a newer one.
+const PENDING_EVICTED: &str = "pending_evicted";
+
+/// Carries out a redemption: a stream slot first (so a stream refused for `--max-streams`
+/// keeps its token unspent), then the store.
+async fn redeem(
+    shared: &Shared,
+    pending: &mut Option<PendingPermit>,
+    r: &Redemption,
+    now: UnixTime,
+) -> Result<StreamPermit, RedeemFailure> {
+    let slot = match pending.take().map(PendingPermit::into_stream) {
+        Some(Ok(slot)) => slot,
+        Some(Err(permit)) => {
+            *pending = Some(permit);
+            return Err(RedeemFailure::StreamsFull);
+        }
+        // A session asks for one redemption at most; without a permit there is no slot.
+        None => return Err(RedeemFailure::StreamsFull),
+    };
+    store::redeem(
+        &*shared.store,
+        &shared.store_key,
+        &r.account_sid,
+        &r.call_sid,
+        &r.claims,
+        now,
+    )
+    .await
+    .map(|()| slot)
+    .map_err(RedeemFailure::Store)
 }
