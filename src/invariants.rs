@@ -1889,10 +1889,10 @@ pub fn check_upgrade(head: &RequestHead, policy: PolicyUrl) -> UpgradeOutcome {
         (required, if_present, "required but not if-present"),
         (if_present, off, "if-present but not off"),
     ] {
-        if let Ok(a) = stricter {
-            if looser.as_ref() != Ok(a) {
-                violated(format_args!("accepted with {what}: {looser:?}"));
-            }
+        if let Ok(a) = stricter
+            && looser.as_ref() != Ok(a)
+        {
+            violated(format_args!("accepted with {what}: {looser:?}"));
         }
     }
     UpgradeOutcome {
@@ -2232,12 +2232,12 @@ pub fn signature(input: &SignatureInput) -> bool {
         .get(..input.params.len().min(MAX_SIGNATURE_PARAMS))
         .unwrap_or_default();
     let variants = signature::port_variants(&url);
-    if let Ok((with, without)) = &variants {
-        if !differ_by_port_only(with, without) || (with != &url && without != &url) {
-            violated(format_args!(
-                "port variants of {url:?} are {with:?} and {without:?}"
-            ));
-        }
+    if let Ok((with, without)) = &variants
+        && (!differ_by_port_only(with, without) || (with != &url && without != &url))
+    {
+        violated(format_args!(
+            "port variants of {url:?} are {with:?} and {without:?}"
+        ));
     }
 
     let computed = signature::compute_signature(&fx.auth, &url, params);

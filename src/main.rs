@@ -15,9 +15,12 @@ use streamguard::limits::{
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS, DEFAULT_STREAMS_PER_CALL,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
-use streamguard::server::{self, Config, Discard, Echo, HandlerFactory, PublicUrl};
+use streamguard::server::{
+    self, Config, Discard, Echo, HandlerFactory, PublicUrl, ReplayStoreConfig,
+};
 use streamguard::sid::AccountSid;
 use streamguard::signature;
+use streamguard::store::RedisSettings;
 use streamguard::time::SystemClock;
 use streamguard::upgrade::SignatureMode;
 use streamguard::wire::twiml::{self, StreamTwiml, Verb};
@@ -73,6 +76,15 @@ struct ServeArgs {
     /// Most calls the in-memory replay store remembers at once (fails closed when full).
     #[arg(long, default_value_t = DEFAULT_CALL_CAPACITY)]
     call_capacity: usize,
+    /// Where single use is decided: memory (this process) or redis://HOST:PORT[/DB],
+    /// rediss://HOST:PORT[/DB] (shared by every instance; password in
+    /// STREAMGUARD_REDIS_PASSWORD, user in STREAMGUARD_REDIS_USERNAME).
+    #[arg(long, env = "STREAMGUARD_REPLAY_STORE", default_value = "memory")]
+    replay_store: String,
+    /// Bound on each replay store operation, in milliseconds (webhooks and streams are
+    /// refused when it passes).
+    #[arg(long, default_value_t = 250)]
+    replay_store_timeout_ms: u64,
     /// Time allowed from upgrade to a valid `start`, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     start_timeout_ms: u64,
@@ -204,6 +216,7 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     c.call_memory = Duration::from_secs(a.call_memory);
     c.streams_per_call = a.streams_per_call;
     c.call_capacity = a.call_capacity;
+    c.replay_store = replay_store_config(a)?;
     c.start_timeout = Duration::from_millis(a.start_timeout_ms);
     c.upgrade_signature =
         SignatureMode::parse(&a.upgrade_signature).ok_or("bad --upgrade-signature")?;
@@ -215,6 +228,21 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     c.metrics_listen = a.metrics_listen;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+fn replay_store_config(a: &ServeArgs) -> Result<ReplayStoreConfig, String> {
+    if a.replay_store == "memory" {
+        return Ok(ReplayStoreConfig::Memory);
+    }
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let settings = RedisSettings::new(
+        &a.replay_store,
+        from_env("STREAMGUARD_REDIS_USERNAME"),
+        from_env("STREAMGUARD_REDIS_PASSWORD"),
+        Duration::from_millis(a.replay_store_timeout_ms.max(1)),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(ReplayStoreConfig::Redis(settings))
 }
 
 async fn wait_for_signal() {

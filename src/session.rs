@@ -403,10 +403,10 @@ impl Session {
             Event::Tick | Event::Text(_) => {}
             Event::Redeemed(_) => return close(Reason::OutOfOrder),
         }
-        if let Self::AwaitingStart { deadline, .. } = &self {
-            if now >= *deadline {
-                return close(Reason::StartTimeout);
-            }
+        if let Self::AwaitingStart { deadline, .. } = &self
+            && now >= *deadline
+        {
+            return close(Reason::StartTimeout);
         }
         let Event::Text(text) = event else {
             return (self, Output::Nothing);

@@ -20,6 +20,9 @@ use streamguard::sid::{AccountSid, CallSid, StreamSid};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
 
+mod redis_support;
+use redis_support::RedisServer;
+
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -235,6 +238,7 @@ const SERVE_KEY: &str = "c3RyZWFtZ3VhcmQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
 struct Serve {
     child: std::process::Child,
     addr: String,
+    public: String,
     reader: std::thread::JoinHandle<String>,
 }
 
@@ -242,13 +246,25 @@ impl Serve {
     /// Starts `serve` with `args` after the listen and public-url flags, `RUST_LOG=rust_log`,
     /// optionally under `ulimit -n` (`nofile`), and waits for "listening".
     fn start(args: &[&str], rust_log: &str, nofile: Option<u32>) -> Self {
+        Self::start_with(args, rust_log, nofile, None, &[])
+    }
+
+    /// [`Self::start`] with a given public URL (otherwise `http://{listen}`) and more
+    /// environment.
+    fn start_with(
+        args: &[&str],
+        rust_log: &str,
+        nofile: Option<u32>,
+        public_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let public = format!("http://{addr}");
+        let public = public_url.map_or_else(|| format!("http://{addr}"), str::to_owned);
         let mut all: Vec<&str> = vec!["serve", "--listen", &addr, "--public-url", &public];
         all.extend_from_slice(args);
         let mut cmd = match nofile {
@@ -268,6 +284,7 @@ impl Serve {
             .env("STREAMGUARD_TOKEN_KEY", SERVE_KEY)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -298,6 +315,7 @@ impl Serve {
         Self {
             child,
             addr,
+            public,
             reader,
         }
     }
@@ -311,7 +329,39 @@ impl Serve {
     }
 
     fn webhook_url(&self) -> String {
-        format!("http://{}/voice/webhook", self.addr)
+        format!("{}/voice/webhook", self.public)
+    }
+
+    /// The signed webhook of call `n`: its status and the token of its TwiML, if any.
+    async fn webhook(&self, n: u64) -> (u16, Option<String>) {
+        let twilio = self.twilio();
+        let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
+        let reply = twilio
+            .post_webhook(
+                &self.webhook_url(),
+                &twilio.voice_params(&call),
+                Signing::Valid,
+            )
+            .await
+            .unwrap();
+        let token = parse_twiml(&reply.body)
+            .ok()
+            .and_then(|t| t.parameter("token").map(str::to_owned));
+        (reply.status, token)
+    }
+
+    /// Streams call `n` with `token` and `frames` frames; the close code.
+    async fn stream(&self, n: u64, token: &str, frames: usize) -> Option<u16> {
+        let twilio = self.twilio();
+        let plan = StreamPlan::call(
+            &format!("{}/voice/stream", self.public.replacen("http", "ws", 1)),
+            twilio.account_sid,
+            CallSid::parse(&format!("CA{n:032x}")).unwrap(),
+            StreamSid::parse(&format!("MZ{n:032x}")).unwrap(),
+            vec![("token".to_owned(), token.to_owned())],
+            frames,
+        );
+        twilio.stream(&plan).await.unwrap().close_code
     }
 
     /// A whole call `n` with echo; returns its token.
@@ -547,6 +597,92 @@ async fn raw_request(addr: &str, request: &[u8]) -> (u16, String) {
 async fn raw_get(addr: &str, path: &str) -> (u16, String) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     raw_request(addr, req.as_bytes()).await
+}
+
+/// Two `serve` processes behind one public URL share single use through Redis (password from
+/// the environment, never logged): a webhook answered by one, its stream on the other, the
+/// spent token refused by both. A third with the wrong password refuses calls (fails closed).
+#[cfg(unix)]
+#[tokio::test]
+async fn two_serve_processes_share_single_use_through_redis() {
+    const PASSWORD: &str = "s3cret-redis-pass-7f3a";
+    let Some(redis) = RedisServer::start_with_password(
+        "two_serve_processes_share_single_use_through_redis",
+        Some(PASSWORD),
+    ) else {
+        return;
+    };
+    let store = format!("redis://127.0.0.1:{}", redis.port);
+    let public = Some("http://voice.example.com");
+    let args = ["--echo", "--replay-store", store.as_str()];
+    let env = [("STREAMGUARD_REDIS_PASSWORD", PASSWORD)];
+    let a = Serve::start_with(&args, "debug", None, public, &env);
+    let b = Serve::start_with(&args, "debug", None, public, &env);
+    let (status, token) = a.webhook(1).await;
+    assert_eq!(status, 200);
+    let token = token.unwrap();
+    assert_eq!(
+        b.stream(1, &token, 3).await,
+        Some(1000),
+        "the stream on the other instance"
+    );
+    assert_eq!(
+        a.stream(1, &token, 3).await,
+        Some(1008),
+        "spent, on the first"
+    );
+    assert_eq!(
+        b.stream(1, &token, 3).await,
+        Some(1008),
+        "spent, on the second"
+    );
+    assert_eq!(b.webhook(1).await, (403, None), "the call has streamed");
+
+    let wrong = Serve::start_with(
+        &args,
+        "info",
+        None,
+        public,
+        &[("STREAMGUARD_REDIS_PASSWORD", "not-the-password")],
+    );
+    assert_eq!(wrong.webhook(2).await, (503, None), "fails closed");
+
+    for serve in [a, b, wrong] {
+        let (code, logs) = serve.stop();
+        assert_eq!(code, Some(0));
+        assert!(
+            logs.contains(&format!("replay_store={store} (timeout 250 ms)")),
+            "{logs}"
+        );
+        assert!(
+            !logs.contains(PASSWORD),
+            "the Redis password leaked: {logs}"
+        );
+        assert!(!logs.contains(&token), "the token leaked");
+    }
+}
+
+#[test]
+fn a_redis_url_with_a_password_is_refused_without_echoing_it() {
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "https://v.example.com",
+            "--replay-store",
+            "redis://:hunter2hunter2@127.0.0.1:6379",
+        ],
+        &[
+            ("TWILIO_AUTH_TOKEN", SERVE_AUTH),
+            ("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT),
+            ("STREAMGUARD_TOKEN_KEY", SERVE_KEY),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("STREAMGUARD_REDIS_PASSWORD"), "{err}");
+    assert!(!err.contains("hunter2hunter2"), "{err}");
 }
 
 /// Settings that cannot work are refused at start with a clear message; settings that work

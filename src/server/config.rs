@@ -69,10 +69,10 @@ impl PublicUrl {
             Some(end) => authority.get(end..).unwrap_or_default(),
             None => authority,
         };
-        if let Some((_, port)) = after_host.rsplit_once(':') {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err(bad(port_rule));
-            }
+        if let Some((_, port)) = after_host.rsplit_once(':')
+            && port.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            return Err(bad(port_rule));
         }
         Ok(Self {
             ws: format!("{ws_scheme}://{rest}"),
@@ -132,6 +132,29 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Where single use is decided (`--replay-store`).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum ReplayStoreConfig {
+    /// `memory`: this process only (the default).
+    #[default]
+    Memory,
+    /// `redis://...` or `rediss://...`: shared by every instance, kept across restarts.
+    #[cfg(feature = "redis")]
+    Redis(crate::store::RedisSettings),
+}
+
+impl ReplayStoreConfig {
+    /// What to log: `memory`, or the Redis URL (which holds no credential).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Memory => "memory".to_owned(),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => format!("{} (timeout {} ms)", r.url(), r.timeout.as_millis()),
+        }
+    }
+}
+
 /// Everything the server needs. Immutable once the server runs: nothing here is ever written
 /// by a connection.
 #[derive(Debug)]
@@ -150,6 +173,8 @@ pub struct Config {
     pub streams_per_call: u32,
     /// `--call-capacity`: most calls the in-memory store remembers at once.
     pub call_capacity: usize,
+    /// `--replay-store`.
+    pub replay_store: ReplayStoreConfig,
     /// `--start-timeout-ms`.
     pub start_timeout: Duration,
     /// `--upgrade-signature`.
@@ -191,6 +216,7 @@ impl Config {
             call_memory: DEFAULT_CALL_MEMORY,
             streams_per_call: DEFAULT_STREAMS_PER_CALL,
             call_capacity: DEFAULT_CALL_CAPACITY,
+            replay_store: ReplayStoreConfig::Memory,
             start_timeout: DEFAULT_START_TIMEOUT,
             upgrade_signature: SignatureMode::Required,
             max_pending: DEFAULT_MAX_PENDING,

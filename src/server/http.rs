@@ -20,11 +20,12 @@ use tokio::net::TcpListener;
 use super::Shared;
 use super::config::{HEALTH_PATH, METRICS_PATH};
 use super::connections::ConnectionSlot;
+use super::metrics::StoreOp;
 use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, ACCEPT_WARN_EVERY, CALL_RECORDS_WARN_PERCENT,
     HTTP_HEADER_TIMEOUT, MAX_REQUEST_HEAD_BYTES, MAX_WEBHOOK_BODY_BYTES, WEBHOOK_BODY_TIMEOUT,
 };
-use crate::store;
+use crate::store::{self, MintError};
 use crate::upgrade::{self, RequestHead, UpgradePolicy, UpgradeReject};
 use crate::webhook::{self, CONTENT_TYPE_XML, WebhookPolicy, WebhookReject};
 
@@ -296,6 +297,7 @@ async fn webhook(
         }
     };
     let now = shared.clock.now();
+    let started = std::time::Instant::now();
     let minted = store::mint(
         &*shared.store,
         &shared.store_key,
@@ -307,6 +309,13 @@ async fn webhook(
         &shared.rng,
     )
     .await;
+    let store_error = match &minted {
+        Err(MintError::Store(e)) => Some(*e),
+        _ => None,
+    };
+    shared
+        .metrics
+        .store_call(StoreOp::Mint, started.elapsed(), store_error);
     warn_if_store_filling(shared);
     let token = match minted {
         Ok(t) => t,
@@ -333,11 +342,10 @@ async fn webhook(
 /// [`CALL_RECORDS_WARN_PERCENT`] full.
 fn warn_if_store_filling(shared: &Shared) {
     let fill = shared.store.fill();
-    let Some(capacity) = fill.capacity.filter(|c| *c > 0) else {
+    let (Some(records), Some(capacity)) = (fill.records, fill.capacity.filter(|c| *c > 0)) else {
         return;
     };
-    let percent = fill
-        .records
+    let percent = records
         .saturating_mul(100)
         .checked_div(capacity)
         .unwrap_or(0);
@@ -349,7 +357,7 @@ fn warn_if_store_filling(shared: &Shared) {
         .swap(percent, std::sync::atomic::Ordering::Relaxed);
     if last != percent {
         tracing::warn!(
-            records = fill.records,
+            records,
             capacity,
             percent,
             "the replay store is {percent}% full: webhooks are refused when it is full \

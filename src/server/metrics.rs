@@ -7,6 +7,93 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::store::StoreError;
+
+/// Upper bounds of the replay store latency histogram, in microseconds (0.1 ms to 1 s).
+pub const STORE_LATENCY_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000,
+];
+
+/// The replay store operations timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A webhook's mint.
+    Mint,
+    /// A `start`'s redemption.
+    Redeem,
+}
+
+impl StoreOp {
+    fn index(self) -> usize {
+        match self {
+            Self::Mint => 0,
+            Self::Redeem => 1,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Mint => "mint",
+            Self::Redeem => "redeem",
+        }
+    }
+}
+
+/// A latency histogram of one operation.
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations at or under each bound of [`STORE_LATENCY_BUCKETS_US`] (not cumulative).
+    buckets: [AtomicU64; STORE_LATENCY_BUCKETS_US.len()],
+    over: AtomicU64,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A copy of a histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts at each bound of [`STORE_LATENCY_BUCKETS_US`].
+    pub cumulative: Vec<u64>,
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        match STORE_LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            Some(i) => {
+                if let Some(b) = self.buckets.get(i) {
+                    bump(b);
+                }
+            }
+            None => bump(&self.over),
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        bump(&self.count);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut running = 0u64;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                running = running.saturating_add(b.load(Ordering::Relaxed));
+                running
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Counters of one server.
 #[derive(Debug, Default)]
@@ -17,6 +104,8 @@ pub struct Metrics {
     streams_rejected: Mutex<BTreeMap<&'static str, u64>>,
     media_frames: AtomicU64,
     accept_errors: AtomicU64,
+    store_errors: Mutex<BTreeMap<&'static str, u64>>,
+    store_latency: [Histogram; 2],
 }
 
 /// The gauges, read from the server's state when a snapshot is taken.
@@ -34,8 +123,8 @@ pub struct Gauges {
     pub connections_evicted: u64,
     /// `streamguard_connections_refused_total`.
     pub connections_refused: u64,
-    /// `streamguard_call_records`.
-    pub call_records: u64,
+    /// `streamguard_call_records` (absent for a shared store).
+    pub call_records: Option<u64>,
     /// `streamguard_call_records_capacity` (absent for a store bounded by TTLs only).
     pub call_records_capacity: Option<u64>,
 }
@@ -58,6 +147,12 @@ pub struct Snapshot {
     pub media_frames: u64,
     /// `streamguard_accept_errors_total`.
     pub accept_errors: u64,
+    /// `streamguard_replay_store_errors_total` by kind (`unreachable`, `timeout`, `error`).
+    pub store_errors: BTreeMap<&'static str, u64>,
+    /// `streamguard_replay_store_latency_seconds{op="mint"}`.
+    pub store_mint_latency: HistogramSnapshot,
+    /// `streamguard_replay_store_latency_seconds{op="redeem"}`.
+    pub store_redeem_latency: HistogramSnapshot,
     /// The gauges.
     pub gauges: Gauges,
 }
@@ -133,6 +228,16 @@ impl Metrics {
         bump(&self.accept_errors);
     }
 
+    /// A replay store operation took `elapsed` and ended with `error` (if any).
+    pub fn store_call(&self, op: StoreOp, elapsed: Duration, error: Option<StoreError>) {
+        if let Some(h) = self.store_latency.get(op.index()) {
+            h.observe(elapsed);
+        }
+        if let Some(e) = error.filter(|e| *e != StoreError::Full) {
+            bump_reason(&self.store_errors, e.kind());
+        }
+    }
+
     /// The counters now, with `gauges`.
     pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
         let webhook_rejected_by_reason = read(&self.webhook_rejected);
@@ -146,6 +251,17 @@ impl Metrics {
             streams_rejected: read(&self.streams_rejected),
             media_frames: self.media_frames.load(Ordering::Relaxed),
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
+            store_errors: read(&self.store_errors),
+            store_mint_latency: self
+                .store_latency
+                .get(StoreOp::Mint.index())
+                .map(Histogram::snapshot)
+                .unwrap_or_default(),
+            store_redeem_latency: self
+                .store_latency
+                .get(StoreOp::Redeem.index())
+                .map(Histogram::snapshot)
+                .unwrap_or_default(),
             gauges,
         }
     }
@@ -245,12 +361,14 @@ impl Snapshot {
             "Failed accepts (out of file descriptors, ...).",
             &plain(self.accept_errors),
         );
-        metric(
-            "streamguard_call_records",
-            "gauge",
-            "Calls the replay store remembers now (in-memory store).",
-            &plain(g.call_records),
-        );
+        if let Some(records) = g.call_records {
+            metric(
+                "streamguard_call_records",
+                "gauge",
+                "Calls the replay store remembers now (in-memory store).",
+                &plain(records),
+            );
+        }
         if let Some(cap) = g.call_records_capacity {
             metric(
                 "streamguard_call_records_capacity",
@@ -259,6 +377,53 @@ impl Snapshot {
                 &plain(cap),
             );
         }
+        let errors: Vec<(String, u64)> = self
+            .store_errors
+            .iter()
+            .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), *n))
+            .collect();
+        metric(
+            "streamguard_replay_store_errors_total",
+            "counter",
+            "Replay store operations that failed (the call was refused): unreachable, timeout, error.",
+            &errors,
+        );
+        render_histogram(
+            &mut out,
+            "streamguard_replay_store_latency_seconds",
+            "Replay store operation latency (mint per webhook, redeem per start).",
+            &[
+                (StoreOp::Mint, &self.store_mint_latency),
+                (StoreOp::Redeem, &self.store_redeem_latency),
+            ],
+        );
         out
+    }
+}
+
+fn seconds(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: &[(StoreOp, &HistogramSnapshot)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (op, h) in series {
+        let op = op.as_str();
+        for (bound, n) in STORE_LATENCY_BUCKETS_US.iter().zip(&h.cumulative) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{op=\"{op}\",le=\"{}\"}} {n}",
+                seconds(*bound)
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{op=\"{op}\"}} {}", seconds(h.sum_us));
+        let _ = writeln!(out, "{name}_count{{op=\"{op}\"}} {}", h.count);
     }
 }

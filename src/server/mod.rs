@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use self::capacity::Capacity;
-pub use self::config::{Config, ConfigError, PublicUrl};
+pub use self::config::{Config, ConfigError, PublicUrl, ReplayStoreConfig};
 use self::connections::Connections;
 pub use self::media::{
     Backpressure, Discard, Echo, HandlerFactory, MediaHandler, Outbox, StreamEnd,
@@ -164,6 +164,22 @@ impl ServerHandle {
     }
 }
 
+/// The store `config` names.
+fn replay_store(config: &Config) -> io::Result<Arc<dyn ReplayStore>> {
+    Ok(match &config.replay_store {
+        ReplayStoreConfig::Memory => Arc::new(MemoryStore::new(
+            config.call_capacity,
+            config.store_policy(),
+        )),
+        #[cfg(feature = "redis")]
+        ReplayStoreConfig::Redis(settings) => {
+            let store = crate::store::RedisStore::new(settings, config.store_policy())
+                .map_err(|e| io::Error::other(format!("replay store {}: {e}", settings.url())))?;
+            Arc::new(store)
+        }
+    })
+}
+
 /// Starts serving on `listener` (and on `config.metrics_listen`, if set). Keep the returned
 /// handle: dropping it stops the server.
 pub async fn start(
@@ -208,10 +224,7 @@ pub async fn start(
             config.max_streams,
         )),
         connections: Arc::new(Connections::new(fds.max_connections)),
-        store: Arc::new(MemoryStore::new(
-            config.call_capacity,
-            config.store_policy(),
-        )),
+        store: replay_store(&config)?,
         store_key: StoreKey::derive(&config.auth_token),
         metrics: Metrics::default(),
         store_warned_percent: std::sync::atomic::AtomicU64::new(0),
@@ -240,6 +253,7 @@ pub async fn start(
         webhook = %shared.webhook_url,
         stream = %shared.stream_url,
         upgrade_signature = shared.config.upgrade_signature.as_str(),
+        replay_store = %shared.config.replay_store.describe(),
         "streamguard listening"
     );
     Ok(ServerHandle {

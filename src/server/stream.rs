@@ -28,13 +28,14 @@ use tungstenite::error::ProtocolError;
 use super::Shared;
 use super::capacity::{PendingPermit, StreamPermit};
 use super::media::{MediaHandler, Outbox, StreamEnd, WriterCmd};
+use super::metrics::StoreOp;
 use crate::limits::{
     CLOSE_TIMEOUT, MAX_OUTBOUND_BUFFER_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
 };
 use crate::session::{
     AuthContext, CloseCode, Event, Output, RedeemFailure, Redemption, Session, UrlToken,
 };
-use crate::store;
+use crate::store::{self, RedeemError};
 use crate::time::UnixTime;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -294,7 +295,8 @@ async fn redeem(
         // A session asks for one redemption at most; without a permit there is no slot.
         None => return Err(RedeemFailure::StreamsFull),
     };
-    store::redeem(
+    let started = std::time::Instant::now();
+    let result = store::redeem(
         &*shared.store,
         &shared.store_key,
         &r.account_sid,
@@ -302,7 +304,13 @@ async fn redeem(
         &r.claims,
         now,
     )
-    .await
-    .map(|()| slot)
-    .map_err(RedeemFailure::Store)
+    .await;
+    let store_error = match result {
+        Err(RedeemError::Store(e)) => Some(e),
+        _ => None,
+    };
+    shared
+        .metrics
+        .store_call(StoreOp::Redeem, started.elapsed(), store_error);
+    result.map(|()| slot).map_err(RedeemFailure::Store)
 }

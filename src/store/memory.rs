@@ -247,7 +247,7 @@ impl ReplayStore for MemoryStore {
 
     fn fill(&self) -> StoreFill {
         StoreFill {
-            records: u64::try_from(self.len()).unwrap_or(u64::MAX),
+            records: Some(u64::try_from(self.len()).unwrap_or(u64::MAX)),
             capacity: Some(u64::try_from(self.capacity).unwrap_or(u64::MAX)),
         }
     }

@@ -34,11 +34,15 @@
 //!
 //! # Stores
 //!
-//! [`ReplayStore`] is the interface the server uses; [`MemoryStore`] (the default, nothing to
-//! set up) is one implementation. Both apply [`CallRecord`]'s rules atomically per call. The
-//! pure functions here take the time as an argument; only the server asks a clock.
+//! [`ReplayStore`] is the interface the server uses, with two implementations: [`MemoryStore`]
+//! (the default, nothing to set up, one process) and, with the `redis` feature, `RedisStore`
+//! (shared by every instance, surviving restarts). Both apply [`CallRecord`]'s rules
+//! atomically per call. The pure functions here take the time as an argument; only the server
+//! asks a clock.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -49,6 +53,11 @@ use ring::hmac;
 use ring::rand::SecureRandom;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    DEFAULT_REDIS_TIMEOUT, KEY_PREFIX, MINT_SCRIPT, REDEEM_SCRIPT, RedisSettings,
+    RedisSettingsError, RedisStore,
+};
 use crate::limits::TOKEN_NONCE_BYTES;
 use crate::secret::{AuthToken, KeyId, KeySet, StreamToken};
 use crate::sid::{AccountSid, CallSid};
@@ -262,16 +271,31 @@ impl CallRecord {
 pub enum StoreError {
     /// The store is full of live records (it never forgets one early).
     Full,
-    /// The store could not be reached, timed out or answered with an error.
+    /// The store could not be reached (refused, dropped, not yet reconnected).
     Unavailable,
+    /// The store did not answer within its timeout.
+    Timeout,
+    /// The store answered with an error or something unexpected.
+    Failed,
 }
 
 impl StoreError {
-    /// A stable label for metrics and logs.
+    /// A stable label for the refusal it causes, in metrics and logs: `call_records_full`,
+    /// or `replay_store_unavailable` for every way a store can fail to answer.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "call_records_full",
-            Self::Unavailable => "replay_store_unavailable",
+            Self::Unavailable | Self::Timeout | Self::Failed => "replay_store_unavailable",
+        }
+    }
+
+    /// A stable label for the kind of failure (`streamguard_replay_store_errors_total{kind}`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Unavailable => "unreachable",
+            Self::Timeout => "timeout",
+            Self::Failed => "error",
         }
     }
 }
@@ -280,7 +304,9 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Full => "the replay store is full of live call records",
-            Self::Unavailable => "the replay store is unavailable",
+            Self::Unavailable => "the replay store is unreachable",
+            Self::Timeout => "the replay store did not answer in time",
+            Self::Failed => "the replay store answered with an error",
         })
     }
 }
@@ -293,8 +319,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// How full a store is, for the gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreFill {
-    /// Records held now.
-    pub records: u64,
+    /// Records held now (`None` where the store is shared and this instance does not count).
+    pub records: Option<u64>,
     /// Most records it holds (`None` where the store bounds itself, by TTLs).
     pub capacity: Option<u64>,
 }

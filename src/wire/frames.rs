@@ -439,10 +439,10 @@ pub fn parse_inbound(text: &str, max_bytes: usize) -> Result<Inbound, FrameError
         serde_json::error::Category::Data => FrameError::Schema,
         _ => FrameError::Syntax,
     })?;
-    if let Inbound::Start(s) = &msg {
-        if s.stream_sid != s.start.stream_sid {
-            return Err(FrameError::StreamSidMismatch);
-        }
+    if let Inbound::Start(s) = &msg
+        && s.stream_sid != s.start.stream_sid
+    {
+        return Err(FrameError::StreamSidMismatch);
     }
     Ok(msg)
 }

@@ -160,6 +160,11 @@ pub struct Options {
     pub manual_clock: bool,
     pub flood: usize,
     pub configure: fn(&mut Config),
+    /// The replay store (the in-memory one when `None`).
+    pub store: Option<streamguard::server::ReplayStoreConfig>,
+    /// The public URL (`http://{the listener's address}` when `None`): instances behind one
+    /// load balancer share one.
+    pub public_url: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -169,6 +174,8 @@ impl Default for Options {
             manual_clock: false,
             flood: 0,
             configure: |_| {},
+            store: None,
+            public_url: None,
         }
     }
 }
@@ -189,7 +196,10 @@ impl Harness {
     pub async fn start(opts: Options) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let public_url = PublicUrl::parse(&format!("http://{addr}")).unwrap();
+        let public_url = match opts.public_url {
+            Some(u) => PublicUrl::parse(u).unwrap(),
+            None => PublicUrl::parse(&format!("http://{addr}")).unwrap(),
+        };
         let mut config = Config::new(
             public_url,
             AuthToken::new(AUTH_TOKEN).unwrap(),
@@ -197,6 +207,9 @@ impl Harness {
             KeySet::single(TokenKey::from_bytes(&KEY).unwrap()),
         );
         (opts.configure)(&mut config);
+        if let Some(store) = opts.store {
+            config.replay_store = store;
+        }
         let webhook_url = config.webhook_url();
         let stream_url = config.stream_url();
         let recorder = Recorder {
