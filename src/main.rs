@@ -40,8 +40,12 @@ struct Cli {
 enum Command {
     /// Run the server (secrets from TWILIO_AUTH_TOKEN, TWILIO_ACCOUNT_SID, STREAMGUARD_TOKEN_KEY).
     Serve(ServeArgs),
-    /// Start a local server with ephemeral secrets, place one simulated call, try forgeries.
+    /// Start a local server with ephemeral secrets and run the whole conformance kit against it.
     Demo,
+    /// Test any media-stream server: play Twilio, then attack (secrets of the target from
+    /// TWILIO_AUTH_TOKEN and TWILIO_ACCOUNT_SID). Exit 0: all passed; 1: a case failed; 2: could
+    /// not run.
+    Conformance(ConformanceArgs),
     /// Print the X-Twilio-Signature Twilio would send (auth token from TWILIO_AUTH_TOKEN).
     Sign(SignArgs),
     /// Print the TwiML for a <Stream>.
@@ -112,6 +116,40 @@ struct ServeArgs {
     /// Serve GET /metrics (Prometheus text format) on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+struct ConformanceArgs {
+    /// Where the target listens, http://HOST:PORT (all traffic goes there and nowhere else).
+    #[arg(long, required_unless_present = "list")]
+    target: Option<String>,
+    /// The public URL the target signs against (its --public-url), e.g. https://voice.example.com
+    #[arg(long, required_unless_present = "list")]
+    public_url: Option<String>,
+    /// The target's voice webhook route.
+    #[arg(long, default_value = server::config::DEFAULT_WEBHOOK_PATH)]
+    webhook_path: String,
+    /// The target's media stream route.
+    #[arg(long, default_value = server::config::DEFAULT_STREAM_PATH)]
+    stream_path: String,
+    /// The target's token TTL in seconds: enables the cases that wait for a token to expire.
+    #[arg(long)]
+    token_ttl: Option<u64>,
+    /// The target's start deadline in milliseconds (5000 is assumed otherwise).
+    #[arg(long)]
+    start_timeout_ms: Option<u64>,
+    /// Run only this case (repeatable).
+    #[arg(long = "only", value_name = "CASE")]
+    only: Vec<String>,
+    /// Print the case ids and descriptions, and exit.
+    #[arg(long)]
+    list: bool,
+    /// Print the report as one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the report as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -291,18 +329,70 @@ async fn serve(a: ServeArgs) -> Result<(), String> {
 
 async fn demo() -> Result<(), String> {
     println!(
-        "streamguard demo: a local server with ephemeral secrets, one simulated call, forgeries\n"
+        "streamguard demo: the reference server on 127.0.0.1 with ephemeral secrets, and the \
+         conformance kit against it\n"
     );
     let report = streamguard::kit::demo::run()
         .await
         .map_err(|e| format!("demo could not run: {e}"))?;
-    print!("{}", report.render());
-    if report.passed() {
-        println!("\nThe call streamed and echoed; every forgery was refused.");
+    print!("{}", report.table());
+    println!("\n{}", streamguard::kit::demo::summary(&report));
+    if report.all_passed() {
         Ok(())
     } else {
         Err("the demo found a failure (see the table above)".to_owned())
     }
+}
+
+/// Exit status 2: the kit could not run.
+const KIT_COULD_NOT_RUN: u8 = 2;
+
+async fn conformance(a: ConformanceArgs) -> Result<ExitCode, (u8, String)> {
+    use streamguard::kit::cases::Target;
+    let usage = |e: String| (KIT_COULD_NOT_RUN, e);
+    let target = a.target.unwrap_or_default();
+    let public = a.public_url.unwrap_or_default();
+    let hostport = target
+        .strip_prefix("http://")
+        .ok_or_else(|| usage(format!("--target must be http://HOST:PORT, got {target:?}")))?
+        .trim_end_matches('/');
+    let connect_to = tokio::net::lookup_host(hostport)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| usage(format!("--target {target}: cannot resolve {hostport}")))?;
+    let public_url = PublicUrl::parse(&public).map_err(|e| usage(e.to_string()))?;
+    let auth = AuthToken::new(&env_secret("TWILIO_AUTH_TOKEN").map_err(usage)?)
+        .map_err(|e| usage(format!("TWILIO_AUTH_TOKEN: {e}")))?;
+    let account = AccountSid::parse(&env_secret("TWILIO_ACCOUNT_SID").map_err(usage)?)
+        .map_err(|e| usage(format!("TWILIO_ACCOUNT_SID: {e}")))?;
+    let spec = Target {
+        connect_to,
+        target: target.clone(),
+        public_url: public_url.http().to_owned(),
+        webhook_path: a.webhook_path,
+        stream_path: a.stream_path,
+        token_ttl: a.token_ttl.map(Duration::from_secs),
+        start_timeout: a.start_timeout_ms.map(Duration::from_millis),
+        account_sid: account,
+    };
+    let report = streamguard::kit::conformance::run(spec, auth, &a.only)
+        .await
+        .map_err(|e| usage(e.to_string()))?;
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = a.junit {
+        let xml = report.junit().map_err(|e| usage(format!("--junit: {e}")))?;
+        std::fs::write(&path, xml).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn sign(a: &SignArgs) -> Result<(), String> {
@@ -356,6 +446,27 @@ fn main() -> ExitCode {
                 init_logs();
             }
             runtime().and_then(|rt| rt.block_on(demo()))
+        }
+        Command::Conformance(a) => {
+            if a.list {
+                for (id, description) in streamguard::kit::conformance::list() {
+                    println!("{id:<45} {description}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logs();
+            }
+            let outcome = runtime()
+                .map_err(|e| (KIT_COULD_NOT_RUN, e))
+                .and_then(|rt| rt.block_on(conformance(a)));
+            return match outcome {
+                Ok(code) => code,
+                Err((code, e)) => {
+                    eprintln!("streamguard conformance: {e}");
+                    ExitCode::from(code)
+                }
+            };
         }
     };
     match result {

@@ -175,19 +175,142 @@ fn twiml_errors_go_to_stderr_with_a_non_zero_exit() {
 fn demo_passes() {
     let (code, out, err) = run(&["demo"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!out.contains("FAIL"), "{out}");
-    for scenario in [
-        "unsigned webhook",
-        "stream without a token",
-        "another call's token",
-        "replayed token",
-    ] {
+    let ids = streamguard::kit::conformance::list();
+    assert!(ids.len() >= 30);
+    // One row per case, each with exactly one verdict word, all PASS.
+    for (id, _) in &ids {
         let line = out
             .lines()
-            .find(|l| l.starts_with(scenario))
-            .unwrap_or_else(|| panic!("{scenario} missing:\n{out}"));
-        assert!(line.trim_end().ends_with("ok"), "{line}");
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("{id} missing:\n{out}"));
+        assert_eq!(line.split_whitespace().last(), Some("PASS"), "{line}");
     }
+    assert!(
+        out.contains(&format!("{} passed, 0 failed, 0 skipped", ids.len())),
+        "{out}"
+    );
+}
+
+/// `conformance --list` needs no secrets and names every case; a target that is not there is
+/// exit status 2 (the kit could not run), not 1 (a case failed).
+#[test]
+fn conformance_lists_its_cases_and_says_when_it_cannot_run() {
+    let (code, out, _) = run(&["conformance", "--list"], &[]);
+    assert_eq!(code, 0);
+    for (id, description) in streamguard::kit::conformance::list() {
+        assert!(out.contains(id) && out.contains(description), "{id}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("TWILIO_AUTH_TOKEN", SERVE_AUTH),
+        ("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT),
+    ];
+    let (code, _, err) = run(
+        &[
+            "conformance",
+            "--target",
+            &target,
+            "--public-url",
+            "https://v.example.com",
+        ],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "conformance",
+            "--target",
+            "127.0.0.1:1",
+            "--public-url",
+            "https://v.example.com",
+        ],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(
+        &[
+            "conformance",
+            "--target",
+            &target,
+            "--public-url",
+            "https://v.example.com",
+            "--only",
+            "no.such.case",
+        ],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `conformance` against a real `serve` process: every case passes (exit 0), `--json` is one
+/// document with the same verdicts, `--junit` writes one testcase per case.
+#[cfg(unix)]
+#[tokio::test]
+async fn conformance_against_serve_passes_and_writes_json_and_junit() {
+    let serve = Serve::start(
+        &["--echo", "--token-ttl", "2", "--start-timeout-ms", "1000"],
+        "info",
+        None,
+    );
+    let junit = std::env::temp_dir().join(format!("streamguard-junit-{}.xml", std::process::id()));
+    let target = format!("http://{}", serve.addr);
+    let public = serve.public.clone();
+    let junit_arg = junit.display().to_string();
+    let args = [
+        "conformance",
+        "--target",
+        &target,
+        "--public-url",
+        &public,
+        "--token-ttl",
+        "2",
+        "--start-timeout-ms",
+        "1000",
+        "--json",
+        "--junit",
+        &junit_arg,
+    ];
+    let env = [
+        ("TWILIO_AUTH_TOKEN", SERVE_AUTH),
+        ("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT),
+    ];
+    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        run(&refs, &env)
+    })
+    .await
+    .unwrap();
+    let (_, _) = serve.stop();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), streamguard::kit::conformance::list().len());
+    assert!(cases.iter().all(|c| c["verdict"] == "PASS"), "{out}");
+    assert_eq!(doc["failed"], 0);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let _ = std::fs::remove_file(&junit);
+    let parsed = roxmltree::Document::parse(&xml).unwrap();
+    let testcases: Vec<_> = parsed
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(testcases.len(), cases.len());
+    assert!(
+        !parsed.descendants().any(|n| n.has_tag_name("failure")),
+        "{xml}"
+    );
+    assert!(
+        testcases
+            .iter()
+            .any(|t| t.attribute("name") == Some("stream.token_race"))
+    );
 }
 
 #[test]

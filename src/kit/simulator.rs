@@ -395,12 +395,7 @@ impl StreamOutcome {
 
     /// The payloads of outbound `media` messages received.
     pub fn echoed_payloads(&self) -> Vec<String> {
-        self.received
-            .iter()
-            .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
-            .filter(|v| v.get("event").and_then(|e| e.as_str()) == Some("media"))
-            .filter_map(|v| v.pointer("/media/payload")?.as_str().map(str::to_owned))
-            .collect()
+        media_payloads(&self.received)
     }
 }
 
@@ -429,18 +424,36 @@ fn forged_token() -> Result<AuthToken, SimError> {
 }
 
 impl Twilio {
-    /// The form parameters of a voice webhook for an inbound call.
+    /// The form parameters of a voice webhook for an inbound call, as Twilio sends them (the
+    /// geographic fields included).
     pub fn voice_params(&self, call: &CallSid) -> Vec<(String, String)> {
         [
             ("AccountSid", self.account_sid.as_str()),
             ("ApiVersion", "2010-04-01"),
             ("CallSid", call.as_str()),
             ("CallStatus", "ringing"),
+            ("CallToken", ""),
             ("Called", "+14155550100"),
+            ("CalledCity", "SAN FRANCISCO"),
+            ("CalledCountry", "US"),
+            ("CalledState", "CA"),
+            ("CalledZip", "94105"),
             ("Caller", "+14155550199"),
+            ("CallerCity", "OAKLAND"),
+            ("CallerCountry", "US"),
+            ("CallerState", "CA"),
+            ("CallerZip", "94612"),
             ("Direction", "inbound"),
             ("From", "+14155550199"),
+            ("FromCity", "OAKLAND"),
+            ("FromCountry", "US"),
+            ("FromState", "CA"),
+            ("FromZip", "94612"),
             ("To", "+14155550100"),
+            ("ToCity", "SAN FRANCISCO"),
+            ("ToCountry", "US"),
+            ("ToState", "CA"),
+            ("ToZip", "94105"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -624,4 +637,248 @@ impl Twilio {
         let _ = tokio::time::timeout(REPLY_TIMEOUT, read_all).await;
         Ok(outcome)
     }
+}
+
+/// How a live connection ended, as the simulator saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The server sent a close frame with this code.
+    Close(u16),
+    /// The connection ended without a close frame (reset, EOF, protocol error).
+    Dropped,
+}
+
+/// An open WebSocket to the server, driven message by message: for conformance cases that
+/// need to keep a stream open, race two connections, or see exactly what comes back.
+pub struct Connection {
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    received: Vec<String>,
+    binary: usize,
+    ended: Option<Ended>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("received", &self.received.len())
+            .field("binary", &self.binary)
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Sends one message; `false` if the connection is gone.
+    pub async fn send(&mut self, m: Message) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(REPLY_TIMEOUT, self.ws.send(m)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: String) -> bool {
+        self.send(Message::text(text)).await
+    }
+
+    fn record(&mut self, m: Option<Result<Message, tungstenite::Error>>) {
+        match m {
+            Some(Ok(Message::Text(t))) => self.received.push(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(_))) => self.binary = self.binary.saturating_add(1),
+            Some(Ok(Message::Close(frame))) => {
+                self.ended =
+                    Some(frame.map_or(Ended::Dropped, |f| Ended::Close(u16::from(f.code))));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => self.ended = Some(Ended::Dropped),
+        }
+    }
+
+    /// Reads what the server sends until it closes or `quiet` passes with nothing new;
+    /// returns whether the connection is still open.
+    pub async fn settle(&mut self, quiet: Duration) -> bool {
+        while self.ended.is_none() {
+            match tokio::time::timeout(quiet, self.ws.next()).await {
+                Ok(m) => self.record(m),
+                Err(_) => break,
+            }
+        }
+        self.ended.is_none()
+    }
+
+    /// Reads until the server closes or `limit` passes; returns how it ended, if it did.
+    pub async fn wait_end(&mut self, limit: Duration) -> Option<Ended> {
+        let deadline = deadline_after(limit);
+        while self.ended.is_none() {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(m) => self.record(m),
+                Err(_) => break,
+            }
+        }
+        self.ended.clone()
+    }
+
+    /// Reads until `n` text messages have arrived in all, the server closes, or `limit` passes.
+    pub async fn wait_messages(&mut self, n: usize, limit: Duration) {
+        let deadline = deadline_after(limit);
+        while self.ended.is_none() && self.received.len() < n {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(m) => self.record(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// How the connection ended, if it has.
+    pub fn ended(&self) -> Option<&Ended> {
+        self.ended.as_ref()
+    }
+
+    /// Every text message received so far.
+    pub fn received(&self) -> &[String] {
+        &self.received
+    }
+
+    /// Whether anything at all (text or binary) was received.
+    pub fn received_anything(&self) -> bool {
+        !self.received.is_empty() || self.binary > 0
+    }
+
+    /// The payloads of outbound `media` messages received so far.
+    pub fn echoed_payloads(&self) -> Vec<String> {
+        media_payloads(&self.received)
+    }
+
+    /// Closes the connection with a close frame (1000), as Twilio does at the end of a call.
+    pub async fn close(mut self) {
+        if self.ended.is_none() {
+            let _ = tokio::time::timeout(REPLY_TIMEOUT, self.ws.close(None)).await;
+        }
+    }
+}
+
+/// `limit` from now (or as far as the clock goes).
+fn deadline_after(limit: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(limit).unwrap_or(now)
+}
+
+fn media_payloads(received: &[String]) -> Vec<String> {
+    received
+        .iter()
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .filter(|v| v.get("event").and_then(|e| e.as_str()) == Some("media"))
+        .filter_map(|v| v.pointer("/media/payload")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What an upgrade attempt got: an open connection, or the HTTP status of the refusal.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// `101`: the WebSocket is open.
+    Open(Box<Connection>),
+    /// Refused with this status.
+    Refused(u16),
+}
+
+impl Twilio {
+    /// Opens a WebSocket to `url` (query kept as given), signed as `signing` says, and sends
+    /// nothing yet.
+    pub async fn open(&self, url: &str, signing: Signing) -> Result<Upgrade, SimError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|_| SimError::Url("stream url"))?;
+        if let Some(sig) = self.signature_for(signing, url, &[])? {
+            let value = sig.parse().map_err(|_| SimError::Url("signature header"))?;
+            request.headers_mut().insert(signature::HEADER, value);
+        }
+        let tcp = TcpStream::connect(self.connect_to).await?;
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(crate::limits::WS_READ_BUFFER_BYTES)
+            .write_buffer_size(crate::limits::WS_WRITE_BUFFER_BYTES)
+            .max_message_size(Some(1 << 20));
+        let handshake = tokio_tungstenite::client_async_with_config(request, tcp, Some(config));
+        match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
+            Err(_) => Err(SimError::Timeout),
+            Ok(Err(tungstenite::Error::Http(resp))) => Ok(Upgrade::Refused(resp.status().as_u16())),
+            Ok(Err(e)) => Err(SimError::Http(e.to_string())),
+            Ok(Ok((ws, _))) => Ok(Upgrade::Open(Box::new(Connection {
+                ws,
+                received: Vec::new(),
+                binary: 0,
+                ended: None,
+            }))),
+        }
+    }
+}
+
+/// Sends raw bytes to `addr` and reads the answer until the server closes, the head of a
+/// `101` has arrived, or [`REPLY_TIMEOUT`] passes: the status (0 if none) and the text.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Result<(u16, String), SimError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(request).await?;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap_or(0);
+            let Some(got) = chunk.get(..n).filter(|g| !g.is_empty()) else {
+                break;
+            };
+            buf.extend_from_slice(got);
+            let text = String::from_utf8_lossy(&buf);
+            if text.contains("\r\n\r\n") {
+                let head = text.to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let body_at = text.find("\r\n\r\n").map_or(0, |i| i.saturating_add(4));
+                if head.starts_with("http/1.1 101") || buf.len() >= body_at.saturating_add(length) {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, text))
+}
+
+/// A `media` message for frame `index` carrying `payload` (base64) instead of the tone.
+pub fn media_message_with(stream: &StreamSid, index: usize, payload: &str) -> String {
+    let frame = MediaFrame {
+        sequence_number: sequenced(index.saturating_add(2)),
+        stream_sid: *stream,
+        media: MediaBody {
+            track: Short::new("inbound"),
+            chunk: sequenced(index.saturating_add(1)),
+            timestamp: sequenced(index.saturating_mul(20)),
+            payload: payload.to_owned(),
+        },
+    };
+    serde_json::to_string(&Inbound::Media(frame)).unwrap_or_default()
+}
+
+/// A fresh random SID with `prefix` (`AC`, `CA`, `MZ`), as Twilio makes them.
+pub fn random_sid(prefix: &str, rng: &dyn ring::rand::SecureRandom) -> Result<String, SimError> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| SimError::Setup("randomness"))?;
+    let mut out = String::with_capacity(34);
+    out.push_str(prefix);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    Ok(out)
 }
