@@ -30,7 +30,7 @@ SC = "https://example.com/status?x=1&y=2"
 
 
 def case(id_, verb, url=U, name=None, track=None, status_callback=None,
-         status_callback_method=None, parameters=()):
+         status_callback_method=None, parameters=(), say=None, pause_after=None):
     return {
         "id": id_,
         "verb": verb,
@@ -40,6 +40,9 @@ def case(id_, verb, url=U, name=None, track=None, status_callback=None,
         "status_callback": status_callback,
         "status_callback_method": status_callback_method,
         "parameters": [list(p) for p in parameters],
+        # {"text": ..., "voice": ..., "language": ..., "loop": ...} or None
+        "say": say,
+        "pause_after": pause_after,
     }
 
 
@@ -98,11 +101,32 @@ CASES = [
          parameters=[("callId", "abc123")]),
     case("url-ws-localhost-port", "start", url="ws://127.0.0.1:8080/voice/stream",
          parameters=[("callId", "abc123")]),
+    # What the webhook's TwiML hook adds around the stream: <Say> before, <Pause> after
+    case("say-before-connect", "connect", say={"text": "Connecting you now."},
+         parameters=[("token", TOKEN)]),
+    case("say-all-attrs", "connect",
+         say={"text": "Hello", "voice": "Polly.Amy", "language": "en-GB", "loop": 2},
+         parameters=[("token", TOKEN)]),
+    case("say-escaped-text", "connect",
+         say={"text": "Tom & Jerry <3 \"quotes\" 'single' caf\u00e9"},
+         parameters=[("token", TOKEN)]),
+    case("say-line-breaks", "connect", say={"text": "line one\nline two\tend"}),
+    case("say-empty", "connect", say={"text": ""}),
+    case("start-say-and-pause", "start", say={"text": "Listening."},
+         pause_after=3600, parameters=[("token", TOKEN)]),
+    case("connect-pause-after", "connect", pause_after=1),
+    case("say-status-callback-params", "connect", say={"text": "Hi"},
+         status_callback=SC, status_callback_method="POST",
+         parameters=[("caller", "+14155550199"), ("token", TOKEN)]),
 ]
 
 
 def render(c):
     response = VoiceResponse()
+    if c["say"] is not None:
+        say = c["say"]
+        kwargs = {k: say[k] for k in ("voice", "language", "loop") if say.get(k) is not None}
+        response.say(say["text"], **kwargs)
     verb = response.connect() if c["verb"] == "connect" else response.start()
     kwargs = {"url": c["url"]}
     for k in ("name", "track", "status_callback", "status_callback_method"):
@@ -111,6 +135,8 @@ def render(c):
     stream = verb.stream(**kwargs)
     for pname, pvalue in c["parameters"]:
         stream.parameter(name=pname, value=pvalue)
+    if c["pause_after"] is not None:
+        response.pause(length=c["pause_after"])
     xml = str(response)
     if not xml.startswith(DECL):
         raise AssertionError("missing XML declaration: %r" % xml)

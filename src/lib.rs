@@ -1,4 +1,40 @@
-//! streamguard authenticates Twilio Media Streams WebSocket connections.
+//! streamguard authenticates Twilio Media Streams WebSocket connections: the voice webhook
+//! and the upgrade are signature-checked, and a stream is accepted only with a token bound to
+//! one call and one account, that expires and works once.
+//!
+//! # In an application
+//!
+//! Build a [`server::Server`] from a [`server::Config`] (usually [`server::Config::from_env`],
+//! the same variables `streamguard serve` reads), give it a [`server::MediaHandler`] factory,
+//! and either mount its routes in your router ([`server::Server::service`], a tower service;
+//! `Server::router` with the `axum` feature) or let it serve alone. Audio goes back through a
+//! [`server::StreamHandle`], from any task. Add [`logging::secret_safe`] to your tracing
+//! subscriber: it keeps stream tokens out of your logs whatever the filter.
+//!
+//! ```no_run
+//! use streamguard::server::{Config, MediaHandler, Server, StartedStream, StreamHandle};
+//! use streamguard::wire::frames::MediaFrame;
+//!
+//! struct Echo;
+//! impl MediaHandler for Echo {
+//!     fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
+//!         let _ = out.media_base64(frame.media.payload.as_str());
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_env()?; // STREAMGUARD_PUBLIC_URL, TWILIO_AUTH_TOKEN, ...
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! let server = Server::builder(config)
+//!     .handlers(|_: &StartedStream| -> Box<dyn MediaHandler> { Box::new(Echo) })
+//!     .build()?;
+//! server.serve(listener).await?.serve_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `redis` (the shared replay store for several instances), `axum`
+//! (`Server::router`), and the defaults `cli` and `kit` (the binary and the Twilio-side
+//! client): a library build turns the defaults off (`default-features = false`).
 //!
 //! # The trust flow
 //!

@@ -66,6 +66,11 @@ pub const MAX_STREAMS_PER_CALL: u32 = 100;
 /// second (about 69); see the README for bytes per record.
 pub const DEFAULT_CALL_CAPACITY: usize = 1_000_000;
 
+/// Most recent verified webhooks kept for the handlers of their streams (`From`, `To` ...),
+/// each for its token's lifetime; the oldest is dropped first (a convenience, not security
+/// state: about 2 KiB each).
+pub const DEFAULT_CALL_CONTEXTS: usize = 16_384;
+
 /// Fill ratio (in percent) at which the store logs a warning.
 pub const CALL_RECORDS_WARN_PERCENT: u64 = 80;
 

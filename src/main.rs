@@ -5,23 +5,17 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use ring::rand::SystemRandom;
 use streamguard::limits::{
     DEFAULT_CALL_CAPACITY, DEFAULT_CALL_MEMORY, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_PER_IP, DEFAULT_MAX_STREAMS, DEFAULT_STREAMS_PER_CALL,
 };
-use streamguard::secret::{AuthToken, KeySet, TokenKey};
-use streamguard::server::{
-    self, Config, Discard, Echo, HandlerFactory, PublicUrl, ReplayStoreConfig,
-};
+use streamguard::secret::AuthToken;
+use streamguard::server::{self, Config, Discard, Echo, PublicUrl, Server, config};
 use streamguard::sid::AccountSid;
 use streamguard::signature;
-use streamguard::store::RedisSettings;
-use streamguard::time::SystemClock;
 use streamguard::upgrade::SignatureMode;
 use streamguard::wire::twiml::{self, StreamTwiml, Verb};
 
@@ -113,6 +107,10 @@ struct ServeArgs {
     /// Send each authenticated inbound media payload back (loopback testing).
     #[arg(long)]
     echo: bool,
+    /// Log lines as text (colour only on a terminal, never with NO_COLOR) or as JSON, one
+    /// object per line, for log shippers.
+    #[arg(long, env = "STREAMGUARD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Serve GET /metrics (Prometheus text format) on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -200,7 +198,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// Logs to stderr, level from `RUST_LOG` (default `info`). tungstenite logs whole frames at
 /// trace level, and a `start` frame carries the stream token: [`streamguard::logging`] caps
 /// it after the `RUST_LOG` filter, so no value of `RUST_LOG` leaks a token.
-fn init_logs() {
+fn init_logs(json: bool) {
     use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -210,7 +208,12 @@ fn init_logs() {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(colour);
+        .with_ansi(colour && !json);
+    let fmt = if json {
+        fmt.json().boxed()
+    } else {
+        fmt.boxed()
+    };
     tracing_subscriber::registry()
         .with(streamguard::logging::secret_safe())
         .with(fmt.with_filter(filter))
@@ -218,43 +221,25 @@ fn init_logs() {
 }
 
 fn serve_config(a: &ServeArgs) -> Result<Config, String> {
-    let auth = AuthToken::new(&env_secret("TWILIO_AUTH_TOKEN")?)
-        .map_err(|e| format!("TWILIO_AUTH_TOKEN: {e}"))?;
-    let account = AccountSid::parse(&env_secret("TWILIO_ACCOUNT_SID")?)
-        .map_err(|e| format!("TWILIO_ACCOUNT_SID: {e} (expected AC followed by 32 hex digits)"))?;
-    let keys = match std::env::var("STREAMGUARD_TOKEN_KEY") {
-        Ok(text) if text.trim().is_empty() => {
-            return Err(
-                "STREAMGUARD_TOKEN_KEY is set but empty: set it to the standard base64 \
-                        of at least 32 random bytes (e.g. `openssl rand -base64 32`), or unset \
-                        it to use a random key"
-                    .to_owned(),
-            );
-        }
-        Ok(text) => {
-            KeySet::from_base64_list(&text).map_err(|e| format!("STREAMGUARD_TOKEN_KEY: {e}"))?
-        }
-        Err(std::env::VarError::NotUnicode(_)) => {
-            return Err("STREAMGUARD_TOKEN_KEY is not valid UTF-8".to_owned());
-        }
-        Err(std::env::VarError::NotPresent) => {
-            tracing::warn!(
-                "STREAMGUARD_TOKEN_KEY is not set: using a random key. Tokens will not survive a \
-                 restart or verify on another instance. Set it to the standard base64 of at least \
-                 32 random bytes (e.g. `openssl rand -base64 32`)."
-            );
-            KeySet::single(TokenKey::generate(&SystemRandom::new()).map_err(|e| e.to_string())?)
-        }
-    };
+    let (auth, account, keys) = config::secrets_from_env().map_err(|e| e.to_string())?;
     let public_url = PublicUrl::parse(&a.public_url).map_err(|e| e.to_string())?;
     let mut c = Config::new(public_url, auth, account, keys);
+    c.listen = a.listen;
     c.webhook_path.clone_from(&a.webhook_path);
     c.stream_path.clone_from(&a.stream_path);
     c.token_ttl = Duration::from_secs(a.token_ttl);
     c.call_memory = Duration::from_secs(a.call_memory);
     c.streams_per_call = a.streams_per_call;
     c.call_capacity = a.call_capacity;
-    c.replay_store = replay_store_config(a)?;
+    c.replay_store = config::replay_store_from(
+        &a.replay_store,
+        Duration::from_millis(a.replay_store_timeout_ms.max(1)),
+    )
+    .map_err(|e| match e {
+        // The flag's own words: the value came from --replay-store or its variable.
+        config::EnvError::Invalid(_, why) => why,
+        other => other.to_string(),
+    })?;
     c.start_timeout = Duration::from_millis(a.start_timeout_ms);
     c.upgrade_signature =
         SignatureMode::parse(&a.upgrade_signature).ok_or("bad --upgrade-signature")?;
@@ -266,21 +251,6 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     c.metrics_listen = a.metrics_listen;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
-}
-
-fn replay_store_config(a: &ServeArgs) -> Result<ReplayStoreConfig, String> {
-    if a.replay_store == "memory" {
-        return Ok(ReplayStoreConfig::Memory);
-    }
-    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let settings = RedisSettings::new(
-        &a.replay_store,
-        from_env("STREAMGUARD_REDIS_USERNAME"),
-        from_env("STREAMGUARD_REDIS_PASSWORD"),
-        Duration::from_millis(a.replay_store_timeout_ms.max(1)),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(ReplayStoreConfig::Redis(settings))
 }
 
 async fn wait_for_signal() {
@@ -307,18 +277,19 @@ async fn wait_for_signal() {
 
 async fn serve(a: ServeArgs) -> Result<(), String> {
     let config = serve_config(&a)?;
-    let listener = tokio::net::TcpListener::bind(a.listen)
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
-    let handlers: Arc<dyn HandlerFactory> = if a.echo {
-        Arc::new(Echo)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let builder = Server::builder(config);
+    let builder = if a.echo {
+        builder.handlers(Echo)
     } else {
-        Arc::new(Discard)
+        builder.handlers(Discard)
     };
-    let server = server::start(listener, config, handlers, Arc::new(SystemClock))
-        .await
-        .map_err(|e| e.to_string())?;
-    server
+    let server = builder.build().map_err(|e| e.to_string())?;
+    let running = server.serve(listener).await.map_err(|e| e.to_string())?;
+    running
         .serve_until(async {
             wait_for_signal().await;
             tracing::info!("shutting down: closing streams with 1001");
@@ -415,7 +386,23 @@ fn sign(a: &SignArgs) -> Result<(), String> {
         signature::check_body_hash(&url, Some(&body), false)
             .map_err(|e| format!("--body-file: {e}"))?;
     }
-    signature::port_variants(&url).map_err(|e| format!("--url: {e}"))?;
+    if let Some(problem) = signature::url_problem(&url) {
+        return Err(format!("--url {url:?} cannot be signed: {problem}"));
+    }
+    let is_upgrade = url.starts_with("wss://") || url.starts_with("ws://");
+    if is_upgrade && url.contains('?') {
+        eprintln!(
+            "note: Twilio drops the query of a stream URL, so the upgrade it signs is over the \
+             URL without it"
+        );
+    }
+    if is_upgrade && !params.is_empty() {
+        return Err(
+            "--param: the WebSocket upgrade is a GET without a body: its signature is over the \
+             URL alone"
+                .to_owned(),
+        );
+    }
     println!("{}", signature::compute_signature(&auth, &url, &params));
     Ok(())
 }
@@ -426,7 +413,13 @@ fn twiml_cmd(a: &TwimlArgs) -> Result<(), String> {
         t.verb = Verb::Start;
     }
     for p in &a.params {
-        t.parameters.push(key_value(p)?);
+        let (name, value) = key_value(p)?;
+        if t.parameters.iter().any(|(n, _)| *n == name) {
+            return Err(format!(
+                "--param {name}: given twice (customParameters is a map: each name once)"
+            ));
+        }
+        t.parameters.push((name, value));
     }
     println!("{}", twiml::render(&t).map_err(|e| e.to_string())?);
     Ok(())
@@ -438,12 +431,12 @@ fn main() -> ExitCode {
         Command::Sign(a) => sign(&a),
         Command::Twiml(a) => twiml_cmd(&a),
         Command::Serve(a) => {
-            init_logs();
+            init_logs(a.log_format == "json");
             runtime().and_then(|rt| rt.block_on(serve(a)))
         }
         Command::Demo => {
             if std::env::var_os("RUST_LOG").is_some() {
-                init_logs();
+                init_logs(false);
             }
             runtime().and_then(|rt| rt.block_on(demo()))
         }
@@ -455,7 +448,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             if std::env::var_os("RUST_LOG").is_some() {
-                init_logs();
+                init_logs(false);
             }
             let outcome = runtime()
                 .map_err(|e| (KIT_COULD_NOT_RUN, e))

@@ -163,6 +163,12 @@ impl KeySet {
         })
     }
 
+    /// A set of one fresh random key from the operating system's generator (tokens then
+    /// verify only in this process, until it restarts).
+    pub fn random() -> Result<Self, KeyError> {
+        TokenKey::generate(&ring::rand::SystemRandom::new()).map(Self::single)
+    }
+
     /// A set holding one key.
     pub fn single(key: TokenKey) -> Self {
         Self {

@@ -162,6 +162,41 @@ fn split_url(url: &str) -> Result<SplitUrl<'_>, SignatureError> {
     })
 }
 
+/// What makes `url` impossible to sign, in words for a person (`streamguard sign --url`), or
+/// `None` if it can be signed.
+///
+/// ```
+/// use streamguard::signature::url_problem;
+/// assert_eq!(url_problem("wss://voice.example.com/voice/stream"), None);
+/// assert!(url_problem("voice.example.com/voice/webhook").unwrap().contains("scheme"));
+/// ```
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    if url.len() > MAX_SIGNED_URL_BYTES {
+        return Some("it is longer than 16 KiB");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(
+            "it has no scheme: give the full URL Twilio requested, https://... for a webhook, \
+             wss://... for the stream upgrade",
+        );
+    };
+    if !matches!(
+        scheme.to_ascii_lowercase().as_str(),
+        "https" | "http" | "wss" | "ws"
+    ) {
+        return Some("its scheme must be https or http (webhooks), wss or ws (the upgrade)");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Some("it names no host");
+    }
+    match split_url(url) {
+        Ok(_) => None,
+        Err(_) => Some("its host or port is malformed (the port must be a number up to 65535)"),
+    }
+}
+
 /// The two URLs a signature is accepted over: (with the port, without the port). One of them
 /// is always `url` itself.
 ///

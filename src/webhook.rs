@@ -35,7 +35,7 @@ use crate::signature::{self, SignatureError};
 use crate::store::{MintError, MintRefusal, StoreError};
 use crate::wire::form;
 use crate::wire::request::RequestHead;
-use crate::wire::twiml::{self, StreamTwiml, TwimlError};
+use crate::wire::twiml::{self, Method, Response, Say, StreamTwiml, Track, TwimlError, Verb};
 
 /// The TwiML media type.
 pub const CONTENT_TYPE_XML: &str = "text/xml";
@@ -225,8 +225,89 @@ pub fn decide(
     })
 }
 
-/// The TwiML that answers a verified webhook: `<Connect><Stream url="{stream_url}">` with the
-/// call's token in `<Parameter name="token">`.
-pub fn answer(stream_url: &str, token: &StreamToken) -> Result<String, TwimlError> {
-    twiml::render(&StreamTwiml::connect(stream_url).parameter(TOKEN_PARAM, token.as_str()))
+/// What the application wants around the stream of a call: everything in the answer except
+/// the stream URL and the token, which streamguard always sets. The default is a bare
+/// `<Connect><Stream>`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CallTwiml {
+    /// `<Say>` before the stream.
+    pub say: Option<Say>,
+    /// `<Connect>` (bidirectional, the default) or `<Start>` (listen only).
+    pub verb: Verb,
+    /// `<Stream name>`.
+    pub name: Option<String>,
+    /// `<Stream track>` (only `inbound_track` under `<Connect>`).
+    pub track: Option<Track>,
+    /// `<Stream statusCallback>`.
+    pub status_callback: Option<String>,
+    /// `<Stream statusCallbackMethod>`.
+    pub status_callback_method: Option<Method>,
+    /// More `<Parameter>`s: they arrive in `start.customParameters` (on any instance). The
+    /// name `token` is streamguard's.
+    pub parameters: Vec<(String, String)>,
+    /// `<Pause length>` after the verb, in seconds (keeps a `<Start>` call up).
+    pub pause_after: Option<u32>,
+}
+
+/// Shapes the answer of each verified webhook. Called after the signature, the account and
+/// the CallSid have been checked, and before the token is minted; the application sees every
+/// form field (`From`, `To`, ...).
+pub trait TwimlHook: Send + Sync + 'static {
+    /// What to put around the stream of `call`.
+    fn twiml(&self, call: &Verified) -> CallTwiml;
+}
+
+impl<F> TwimlHook for F
+where
+    F: Fn(&Verified) -> CallTwiml + Send + Sync + 'static,
+{
+    fn twiml(&self, call: &Verified) -> CallTwiml {
+        self(call)
+    }
+}
+
+/// The default hook: a bare `<Connect><Stream>`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BareStream;
+
+impl TwimlHook for BareStream {
+    fn twiml(&self, _call: &Verified) -> CallTwiml {
+        CallTwiml::default()
+    }
+}
+
+/// The TwiML that answers a verified webhook: what `shape` asks for, with
+/// `<Stream url="{stream_url}">` and the call's token in `<Parameter name="token">` (after the
+/// application's parameters). A `token` parameter of the application's own is refused
+/// ([`TwimlError::DuplicateParameterName`]).
+pub fn answer(
+    stream_url: &str,
+    token: &StreamToken,
+    shape: &CallTwiml,
+) -> Result<String, TwimlError> {
+    let mut parameters = shape.parameters.clone();
+    parameters.push((TOKEN_PARAM.to_owned(), token.as_str().to_owned()));
+    twiml::render_response(&Response {
+        say: shape.say.clone(),
+        stream: StreamTwiml {
+            verb: shape.verb,
+            url: stream_url.to_owned(),
+            name: shape.name.clone(),
+            track: shape.track,
+            status_callback: shape.status_callback.clone(),
+            status_callback_method: shape.status_callback_method,
+            parameters,
+        },
+        pause_after: shape.pause_after,
+    })
+}
+
+impl Verified {
+    /// The value of form field `name` (the first, if it repeats).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }

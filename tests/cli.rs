@@ -171,6 +171,89 @@ fn twiml_errors_go_to_stderr_with_a_non_zero_exit() {
     }
 }
 
+/// The CLI says which rule an input broke, naming the input.
+#[test]
+fn sign_and_twiml_errors_say_what_is_wrong() {
+    let auth = [("TWILIO_AUTH_TOKEN", "12345")];
+    for (url, words) in [
+        ("voice.example.com/voice/webhook", "no scheme"),
+        (
+            "ftp://voice.example.com/voice/webhook",
+            "scheme must be https",
+        ),
+        ("https:///voice/webhook", "no host"),
+        ("https://voice.example.com:99999/voice/webhook", "port"),
+    ] {
+        let (code, out, err) = run(&["sign", "--url", url], &auth);
+        assert_ne!(code, 0, "{url}");
+        assert!(out.is_empty());
+        assert!(err.contains(url) && err.contains(words), "{url}: {err}");
+    }
+    let (code, _, err) = run(
+        &[
+            "sign",
+            "--url",
+            "wss://voice.example.com/voice/stream",
+            "--param",
+            "a=1",
+        ],
+        &auth,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("URL alone"), "{err}");
+    let (code, out, err) = run(
+        &["sign", "--url", "wss://voice.example.com/voice/stream?x=1"],
+        &auth,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim().len(), 28);
+    assert!(err.contains("drops the query"), "{err}");
+
+    let (code, out, err) = run(
+        &[
+            "twiml",
+            "--stream-url",
+            "wss://example.com/media",
+            "--param",
+            "a=1",
+            "--param",
+            "a=2",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(out.is_empty());
+    assert!(err.contains("--param a: given twice"), "{err}");
+}
+
+/// `--log-format json`: one JSON object per line, the same fields, no secret.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_logs_json_lines_on_request() {
+    let serve = Serve::start(&["--echo", "--log-format", "json"], "info", None);
+    let token = serve.call(1, 2).await;
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0));
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["message"] == "stream authenticated"),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["level"].is_string() && v["target"].is_string())
+    );
+    assert!(!logs.contains(&token));
+    assert!(!logs.contains('\u{1b}'), "no ANSI codes");
+}
+
 #[test]
 fn demo_passes() {
     let (code, out, err) = run(&["demo"], &[]);
@@ -832,7 +915,7 @@ async fn serve_refuses_what_cannot_work_and_warns_about_surprises() {
     let (code, _, err) = run(&with(&[]), &empty_key);
     assert_ne!(code, 0);
     assert!(
-        err.contains("STREAMGUARD_TOKEN_KEY is set but empty"),
+        err.contains("STREAMGUARD_TOKEN_KEY: set but empty"),
         "{err}"
     );
     let mut keyed = env.to_vec();

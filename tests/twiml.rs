@@ -17,7 +17,8 @@ mod common;
 use proptest::prelude::*;
 use serde::Deserialize;
 use streamguard::wire::twiml::{
-    Field, Method, StreamTwiml, Track, TwimlError, Verb, is_xml_char, render,
+    Field, Method, Response, Say, StreamTwiml, Track, TwimlError, Verb, is_xml_char, render,
+    render_response,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -40,7 +41,18 @@ struct PythonCase {
     status_callback: Option<String>,
     status_callback_method: Option<String>,
     parameters: Vec<(String, String)>,
+    say: Option<PythonSay>,
+    pause_after: Option<u32>,
     expected: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PythonSay {
+    text: String,
+    voice: Option<String>,
+    language: Option<String>,
+    #[serde(rename = "loop")]
+    loop_count: Option<u32>,
 }
 
 fn to_twiml(c: &PythonCase) -> StreamTwiml {
@@ -76,12 +88,78 @@ fn every_python_case_renders_byte_for_byte() {
         file.cases.len() >= 30,
         "the vector file shrank: review this test"
     );
+    let mut with_say = 0;
     for c in &file.cases {
+        let response = Response {
+            say: c.say.as_ref().map(|s| Say {
+                text: s.text.clone(),
+                voice: s.voice.clone(),
+                language: s.language.clone(),
+                loop_count: s.loop_count,
+            }),
+            stream: to_twiml(c),
+            pause_after: c.pause_after,
+        };
         assert_eq!(
-            render(&to_twiml(c)).as_deref(),
+            render_response(&response).as_deref(),
             Ok(c.expected.as_str()),
             "case {}",
             c.id
+        );
+        if c.say.is_none() && c.pause_after.is_none() {
+            // The stream alone renders the same through `render`.
+            assert_eq!(
+                render(&to_twiml(c)).as_deref(),
+                Ok(c.expected.as_str()),
+                "case {}",
+                c.id
+            );
+        } else {
+            with_say += 1;
+        }
+    }
+    assert!(
+        with_say >= 8,
+        "the <Say>/<Pause> cases are gone: review this test"
+    );
+}
+
+#[test]
+fn say_refuses_what_xml_cannot_hold() {
+    let stream = StreamTwiml::connect("wss://example.com/media");
+    for (say, field) in [
+        (
+            Say {
+                text: "bell\u{7}".into(),
+                ..Say::default()
+            },
+            Field::SayText,
+        ),
+        (
+            Say {
+                text: "ok".into(),
+                voice: Some("\u{0}".into()),
+                ..Say::default()
+            },
+            Field::SayVoice,
+        ),
+        (
+            Say {
+                text: "ok".into(),
+                language: Some("\u{FFFE}".into()),
+                ..Say::default()
+            },
+            Field::SayLanguage,
+        ),
+    ] {
+        let r = Response {
+            say: Some(say),
+            stream: stream.clone(),
+            pause_after: None,
+        };
+        assert_eq!(
+            render_response(&r),
+            Err(TwimlError::ForbiddenCharacter(field))
         );
     }
 }

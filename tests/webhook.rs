@@ -27,7 +27,9 @@ use streamguard::store::{self, MemoryStore, StoreError, StoreKey, StorePolicy};
 use streamguard::time::UnixTime;
 use streamguard::token::{TokenError, verify};
 use streamguard::upgrade::RequestHead;
-use streamguard::webhook::{CONTENT_TYPE_XML, WebhookPolicy, WebhookReject, answer, decide};
+use streamguard::webhook::{
+    CONTENT_TYPE_XML, CallTwiml, WebhookPolicy, WebhookReject, answer, decide,
+};
 use streamguard::wire::form;
 
 const SIGNED_URL: &str = "https://streamguard.example.com/voice/webhook";
@@ -96,7 +98,8 @@ impl World {
         )
         .now_or_never()
         .expect("the memory store answers at once")?;
-        let twiml = answer(STREAM_URL, &token).map_err(|_| WebhookReject::Internal)?;
+        let twiml = answer(STREAM_URL, &token, &CallTwiml::default())
+            .map_err(|_| WebhookReject::Internal)?;
         Ok(Answer {
             call_sid: verified.call_sid,
             twiml,

@@ -165,6 +165,7 @@ impl Capacity {
     }
 
     /// Pending connections closed so far to admit newer ones.
+    #[cfg(test)]
     pub fn evicted(&self) -> u64 {
         self.lock().evicted
     }

@@ -11,6 +11,9 @@ use crate::limits::{
     MAX_TOKEN_TTL, MIN_TOKEN_TTL,
 };
 use crate::secret::{AuthToken, KeySet};
+
+/// The replay store timeout when none is given (`--replay-store-timeout-ms`).
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 use crate::sid::AccountSid;
 use crate::store::StorePolicy;
 use crate::upgrade::SignatureMode;
@@ -114,6 +117,8 @@ pub enum ConfigError {
     Path(&'static str),
     /// A numeric setting is out of range.
     Range(&'static str),
+    /// The replay store cannot be set up.
+    Store(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -124,8 +129,7 @@ impl fmt::Display for ConfigError {
                 "--public-url: {rule}; expected the origin Twilio sees plus an optional path \
                  prefix, e.g. https://voice.example.com"
             ),
-            Self::Path(what) => write!(f, "{what}"),
-            Self::Range(what) => write!(f, "{what}"),
+            Self::Path(what) | Self::Range(what) | Self::Store(what) => f.write_str(what),
         }
     }
 }
@@ -155,10 +159,158 @@ impl ReplayStoreConfig {
     }
 }
 
+/// Why the environment does not make a configuration: each message names the variable and
+/// what is wrong with it, never its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvError {
+    /// A required variable is not set (or is empty).
+    Missing(&'static str),
+    /// A variable is set but cannot be used; the text says why.
+    Invalid(&'static str, String),
+    /// The variables make a configuration that cannot work.
+    Config(ConfigError),
+}
+
+impl fmt::Display for EnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(name) => write!(f, "{name} is not set; it is required"),
+            Self::Invalid(name, why) => write!(f, "{name}: {why}"),
+            Self::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EnvError {}
+
+/// Where settings are read from: the process environment ([`Vars::process`]) or, for tests
+/// and embedders, any list of pairs ([`Vars::pairs`]).
+pub struct Vars<'a> {
+    lookup: Box<dyn Fn(&'static str) -> Result<Option<String>, EnvError> + 'a>,
+}
+
+impl fmt::Debug for Vars<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Vars(..)")
+    }
+}
+
+impl<'a> Vars<'a> {
+    /// The process environment.
+    pub fn process() -> Self {
+        Self {
+            lookup: Box::new(|name| match std::env::var(name) {
+                Ok(v) => Ok(Some(v)),
+                Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(EnvError::Invalid(name, "not valid UTF-8".to_owned()))
+                }
+            }),
+        }
+    }
+
+    /// The variables in `pairs` (name, value), and no other.
+    pub fn pairs(pairs: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            lookup: Box::new(move |name| {
+                Ok(pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned()))
+            }),
+        }
+    }
+
+    /// `name`, if set (empty counts as unset).
+    fn get(&self, name: &'static str) -> Result<Option<String>, EnvError> {
+        Ok((self.lookup)(name)?.filter(|v| !v.is_empty()))
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, EnvError> {
+        self.get(name)?.ok_or(EnvError::Missing(name))
+    }
+}
+
+/// The secrets, from `TWILIO_AUTH_TOKEN`, `TWILIO_ACCOUNT_SID` and `STREAMGUARD_TOKEN_KEY`
+/// (a random key, with a warning, when it is unset; an error when it is set but empty).
+pub fn secrets_from_env() -> Result<(AuthToken, AccountSid, KeySet), EnvError> {
+    secrets_from(&Vars::process())
+}
+
+/// [`secrets_from_env`], from `vars`.
+pub fn secrets_from(vars: &Vars<'_>) -> Result<(AuthToken, AccountSid, KeySet), EnvError> {
+    let auth = AuthToken::new(&vars.required("TWILIO_AUTH_TOKEN")?)
+        .map_err(|e| EnvError::Invalid("TWILIO_AUTH_TOKEN", e.to_string()))?;
+    let account = AccountSid::parse(&vars.required("TWILIO_ACCOUNT_SID")?).map_err(|e| {
+        EnvError::Invalid(
+            "TWILIO_ACCOUNT_SID",
+            format!("{e} (expected AC followed by 32 hex digits)"),
+        )
+    })?;
+    let keys = match (vars.lookup)("STREAMGUARD_TOKEN_KEY")? {
+        Some(text) if text.trim().is_empty() => {
+            return Err(EnvError::Invalid(
+                "STREAMGUARD_TOKEN_KEY",
+                "set but empty: set it to the standard base64 of at least 32 random bytes \
+                 (e.g. `openssl rand -base64 32`), or unset it to use a random key"
+                    .to_owned(),
+            ));
+        }
+        Some(text) => KeySet::from_base64_list(&text)
+            .map_err(|e| EnvError::Invalid("STREAMGUARD_TOKEN_KEY", e.to_string()))?,
+        None => {
+            tracing::warn!(
+                "STREAMGUARD_TOKEN_KEY is not set: using a random key. Tokens will not survive a \
+                 restart or verify on another instance. Set it to the standard base64 of at least \
+                 32 random bytes (e.g. `openssl rand -base64 32`)."
+            );
+            KeySet::random()
+                .map_err(|e| EnvError::Invalid("STREAMGUARD_TOKEN_KEY", e.to_string()))?
+        }
+    };
+    Ok((auth, account, keys))
+}
+
+/// The replay store named by `spec` (`memory`, `redis://...`, `rediss://...`), with the
+/// Redis credentials from `STREAMGUARD_REDIS_USERNAME` and `STREAMGUARD_REDIS_PASSWORD`.
+pub fn replay_store_from(spec: &str, timeout: Duration) -> Result<ReplayStoreConfig, EnvError> {
+    replay_store_with(spec, timeout, &Vars::process())
+}
+
+fn replay_store_with(
+    spec: &str,
+    timeout: Duration,
+    vars: &Vars<'_>,
+) -> Result<ReplayStoreConfig, EnvError> {
+    if spec == "memory" {
+        return Ok(ReplayStoreConfig::Memory);
+    }
+    #[cfg(feature = "redis")]
+    {
+        let user = vars.get("STREAMGUARD_REDIS_USERNAME")?;
+        let password = vars.get("STREAMGUARD_REDIS_PASSWORD")?;
+        crate::store::RedisSettings::new(spec, user, password, timeout)
+            .map(ReplayStoreConfig::Redis)
+            .map_err(|e| EnvError::Invalid("STREAMGUARD_REPLAY_STORE", e.to_string()))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (timeout, vars);
+        Err(EnvError::Invalid(
+            "STREAMGUARD_REPLAY_STORE",
+            "only `memory` in a build without the `redis` feature".to_owned(),
+        ))
+    }
+}
+
 /// Everything the server needs. Immutable once the server runs: nothing here is ever written
 /// by a connection.
 #[derive(Debug)]
 pub struct Config {
+    /// `--listen` / `STREAMGUARD_LISTEN`: where the standalone server listens (an embedding
+    /// application uses its own listener).
+    pub listen: SocketAddr,
     /// `--public-url`.
     pub public_url: PublicUrl,
     /// `--webhook-path`.
@@ -209,6 +361,7 @@ impl Config {
         keys: KeySet,
     ) -> Self {
         Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url,
             webhook_path: DEFAULT_WEBHOOK_PATH.to_owned(),
             stream_path: DEFAULT_STREAM_PATH.to_owned(),
@@ -229,6 +382,50 @@ impl Config {
             account_sid,
             keys,
         }
+    }
+
+    /// The configuration `streamguard serve` would run with given the environment and no
+    /// flags: `STREAMGUARD_LISTEN` (default `127.0.0.1:8080`), `STREAMGUARD_PUBLIC_URL`
+    /// (required), the secrets ([`secrets_from_env`]) and `STREAMGUARD_REPLAY_STORE` (default
+    /// `memory`); every other setting at its default. Errors name the variable and the rule,
+    /// never a value.
+    ///
+    /// ```no_run
+    /// let config = streamguard::server::Config::from_env()?;
+    /// # Ok::<(), streamguard::server::EnvError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_vars(&Vars::process())
+    }
+
+    /// [`Self::from_env`], from `vars`.
+    ///
+    /// ```
+    /// use streamguard::server::{Config, EnvError};
+    /// use streamguard::server::config::Vars;
+    /// let vars = [("TWILIO_AUTH_TOKEN", "x"), ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef")];
+    /// assert_eq!(
+    ///     Config::from_vars(&Vars::pairs(&vars)).unwrap_err(),
+    ///     EnvError::Missing("STREAMGUARD_PUBLIC_URL")
+    /// );
+    /// ```
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, EnvError> {
+        let listen = match vars.get("STREAMGUARD_LISTEN")? {
+            Some(text) => text.parse().map_err(|_| {
+                EnvError::Invalid("STREAMGUARD_LISTEN", format!("{text:?} is not HOST:PORT"))
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let public_url = PublicUrl::parse(&vars.required("STREAMGUARD_PUBLIC_URL")?)
+            .map_err(EnvError::Config)?;
+        let (auth, account, keys) = secrets_from(vars)?;
+        let mut c = Self::new(public_url, auth, account, keys);
+        c.listen = listen;
+        if let Some(spec) = vars.get("STREAMGUARD_REPLAY_STORE")? {
+            c.replay_store = replay_store_with(&spec, DEFAULT_STORE_TIMEOUT, vars)?;
+        }
+        c.validate().map_err(EnvError::Config)?;
+        Ok(c)
     }
 
     /// Checks the settings against each other and their ranges.

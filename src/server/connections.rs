@@ -11,7 +11,7 @@
 //! ([`effective_max_connections`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -34,14 +34,14 @@ struct Open {
 #[derive(Debug)]
 pub(crate) struct Connections {
     open: Mutex<Open>,
-    max: usize,
+    max: AtomicUsize,
 }
 
 impl Connections {
     pub(crate) fn new(max: usize) -> Self {
         Self {
             open: Mutex::new(Open::default()),
-            max,
+            max: AtomicUsize::new(max),
         }
     }
 
@@ -55,7 +55,7 @@ impl Connections {
     /// reached; `None` if the cap is reached and no connection is waiting.
     pub(crate) fn admit(self: &Arc<Self>) -> Option<(ConnectionSlot, oneshot::Receiver<()>)> {
         let mut open = self.lock();
-        if open.by_age.len() >= self.max {
+        if open.by_age.len() >= self.max() {
             let oldest_waiting = open
                 .by_age
                 .iter()
@@ -108,7 +108,12 @@ impl Connections {
 
     /// The cap in force.
     pub(crate) fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Sets the cap (when the standalone server has read the descriptor limit).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 }
 

@@ -1,24 +1,32 @@
 //! The hyper + tokio shell around the pure core. The only module that knows about sockets,
 //! clocks and tasks.
 //!
-//! - `http`: routing, the webhook, the pre-upgrade checks and the `101`;
+//! - [`Server::builder`]: the server from a [`Config`] (see [`Config::from_env`]), with an
+//!   optional clock, media handlers ([`HandlerFactory`]) and TwiML hook
+//!   ([`crate::webhook::TwimlHook`]);
+//! - [`MediaStreams`]: the webhook, stream and health routes as one tower service, to mount in
+//!   an application's own router (with the `axum` feature, [`Server::router`]); the standalone
+//!   [`Server::serve`] runs the same service behind its own accept loop;
 //! - `stream`: one task per upgraded connection, feeding the [`crate::session::Session`]
 //!   state machine with frames and the clock and carrying out what it returns;
-//! - [`capacity`], `connections`, [`metrics`]: slot counters (pending, streams, TCP
-//!   connections) and Prometheus counters;
-//! - [`media`]: the [`MediaHandler`] trait through which an application receives
-//!   authenticated audio.
+//! - [`handler`]: the [`MediaHandler`] trait an application receives audio through, and the
+//!   [`StreamHandle`] it sends audio with, from any task;
+//! - capacity, connections, metrics: slot counters (pending, streams, TCP connections) and the
+//!   Prometheus counters ([`Snapshot`]).
 //!
-//! Shutdown ([`ServerHandle::shutdown`]): stop accepting, let HTTP connections finish, close
-//! every stream with 1001, wait up to [`SHUTDOWN_GRACE`] for the tasks to end. Dropping the
-//! [`ServerHandle`] starts the same shutdown without waiting for it.
+//! Shutdown ([`Server::shutdown`], [`ServerHandle::shutdown`]): stop accepting, let HTTP
+//! connections finish, close every stream with 1001, wait up to [`SHUTDOWN_GRACE`] for the
+//! tasks to end. Dropping the [`Server`] (or the [`ServerHandle`]) starts the same shutdown
+//! without waiting for it.
 
-pub mod capacity;
+mod calls;
+mod capacity;
 pub mod config;
 mod connections;
+pub mod handler;
 mod http;
-pub mod media;
-pub mod metrics;
+mod metrics;
+mod service;
 mod stream;
 
 use std::io;
@@ -30,19 +38,24 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use self::capacity::Capacity;
-pub use self::config::{Config, ConfigError, PublicUrl, ReplayStoreConfig};
+use self::calls::CallContexts;
+use self::capacity::Capacity;
+pub use self::config::{Config, ConfigError, EnvError, PublicUrl, ReplayStoreConfig};
 use self::connections::Connections;
-pub use self::media::{
-    Backpressure, Discard, Echo, HandlerFactory, MediaHandler, Outbox, StreamEnd,
+pub use self::handler::{
+    Discard, Echo, HandlerFactory, IncomingStream, MediaHandler, SendError, StartedStream,
+    StreamEnd, StreamEvent, StreamHandle,
 };
-pub use self::metrics::{Gauges, Metrics, Snapshot};
+use self::metrics::Metrics;
+pub use self::metrics::{Gauges, HistogramSnapshot, STORE_LATENCY_BUCKETS_US, Snapshot};
+pub use self::service::{MediaStreams, PeerAddr, ResponseFuture};
 use crate::limits::{FD_RESERVE, SHUTDOWN_GRACE};
 use crate::store::{MemoryStore, ReplayStore, StoreKey};
-use crate::time::Clock;
+use crate::time::{Clock, SystemClock};
+use crate::webhook::{BareStream, TwimlHook};
 
-/// Everything the connection tasks share. Only `store`, `capacity`, `connections` and
-/// `metrics` change after start, each behind its own lock or atomics.
+/// Everything the connection tasks share. Only `store`, `capacity`, `connections`, `calls`
+/// and `metrics` change after start, each behind its own lock or atomics.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) webhook_url: String,
@@ -52,11 +65,13 @@ pub(crate) struct Shared {
     pub(crate) capacity: Arc<Capacity>,
     pub(crate) connections: Arc<Connections>,
     pub(crate) metrics: Metrics,
-    /// The fill percentage last warned about (see `http::warn_if_store_filling`).
+    /// The fill percentage last warned about (see `service::warn_if_store_filling`).
     pub(crate) store_warned_percent: std::sync::atomic::AtomicU64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: SystemRandom,
     pub(crate) handlers: Arc<dyn HandlerFactory>,
+    pub(crate) twiml: Arc<dyn TwimlHook>,
+    pub(crate) calls: CallContexts,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Never sent on: dropped with the last `Arc<Shared>`, which tells shutdown that every
     /// connection task has ended.
@@ -87,7 +102,268 @@ impl Shared {
     }
 }
 
-/// A running server.
+/// The store `config` names.
+fn replay_store(config: &Config) -> Result<Arc<dyn ReplayStore>, ConfigError> {
+    Ok(match &config.replay_store {
+        ReplayStoreConfig::Memory => Arc::new(MemoryStore::new(
+            config.call_capacity,
+            config.store_policy(),
+        )),
+        #[cfg(feature = "redis")]
+        ReplayStoreConfig::Redis(settings) => {
+            let store = crate::store::RedisStore::new(settings, config.store_policy())
+                .map_err(|_| ConfigError::Store("the Redis replay store cannot be set up"))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Builds a [`Server`]: everything but the [`Config`] is optional.
+///
+/// ```
+/// use streamguard::server::{Echo, Server};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # let config = || streamguard::server::Config::from_env();
+/// # let config = || config().unwrap();
+/// let server = Server::builder(config()).handlers(Echo).build()?;
+/// let listener = tokio::net::TcpListener::bind(server.config().listen).await?;
+/// let running = server.serve(listener).await?;
+/// running.serve_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until .build()"]
+pub struct ServerBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    handlers: Arc<dyn HandlerFactory>,
+    twiml: Arc<dyn TwimlHook>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// The clock (the system clock by default; a `ManualClock` for tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The clock, shared with the caller.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Makes the handler of each authenticated stream ([`Discard`] by default).
+    pub fn handlers(mut self, handlers: impl HandlerFactory) -> Self {
+        self.handlers = Arc::new(handlers);
+        self
+    }
+
+    /// The handler factory, shared with the caller.
+    pub fn shared_handlers(mut self, handlers: Arc<dyn HandlerFactory>) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// Shapes the TwiML of each verified webhook ([`BareStream`] by default).
+    pub fn twiml(mut self, hook: impl TwimlHook) -> Self {
+        self.twiml = Arc::new(hook);
+        self
+    }
+
+    /// Checks the configuration and builds the server. Performs no I/O (a Redis store
+    /// connects on first use); call it inside a Tokio runtime.
+    pub fn build(self) -> Result<Server, ConfigError> {
+        let Self {
+            config,
+            clock,
+            handlers,
+            twiml,
+        } = self;
+        config.validate()?;
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (tasks_tx, tasks_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            webhook_url: config.webhook_url(),
+            stream_url: config.stream_url(),
+            capacity: Arc::new(Capacity::new(
+                config.max_pending,
+                config.max_pending_per_ip,
+                config.max_streams,
+            )),
+            connections: Arc::new(Connections::new(config.max_connections)),
+            store: replay_store(&config)?,
+            store_key: StoreKey::derive(&config.auth_token),
+            metrics: Metrics::default(),
+            store_warned_percent: std::sync::atomic::AtomicU64::new(0),
+            rng: SystemRandom::new(),
+            calls: CallContexts::new(config.token_ttl),
+            config,
+            clock,
+            handlers,
+            twiml,
+            shutdown: shutdown_rx,
+            _tasks: tasks_tx,
+        });
+        Ok(Server {
+            shared,
+            shutdown: Some(shutdown_tx),
+            tasks_done: Some(tasks_rx),
+        })
+    }
+}
+
+/// A server: its state, its routes, its shutdown. Mount [`Self::service`] (or, with the `axum`
+/// feature, [`Self::router`]) in an application, or run it alone with [`Self::serve`].
+///
+/// Dropping it shuts it down: every stream is closed with 1001 (the routes it handed out
+/// answer nothing more). Keep it for as long as it should serve.
+#[must_use = "dropping the Server shuts it down"]
+pub struct Server {
+    shared: Arc<Shared>,
+    /// `None` once shutdown has begun.
+    shutdown: Option<watch::Sender<bool>>,
+    tasks_done: Option<mpsc::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("webhook", &self.shared.webhook_url)
+            .field("stream", &self.shared.stream_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            tracing::info!("server dropped: shutting down (closing streams with 1001)");
+            let _ = tx.send(true);
+        }
+    }
+}
+
+impl Server {
+    /// A builder for a server with `config`.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            handlers: Arc::new(Discard),
+            twiml: Arc::new(BareStream),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The webhook, stream and health routes, as a tower service.
+    pub fn service(&self) -> MediaStreams {
+        MediaStreams {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The routes as an axum `Router` (`{webhook-path}`, `{stream-path}`, `/healthz`) to
+    /// `merge` into an application's router or `nest` under a prefix (then put the prefix in
+    /// the public URL). Serve the app with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so the per-address cap sees
+    /// client addresses.
+    #[cfg(feature = "axum")]
+    pub fn router(&self) -> axum::Router {
+        let svc = self.service();
+        axum::Router::new()
+            .route_service(&self.shared.config.webhook_path, svc.clone())
+            .route_service(&self.shared.config.stream_path, svc.clone())
+            .route_service(config::HEALTH_PATH, svc)
+    }
+
+    /// The counters now.
+    pub fn metrics(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
+    /// Serves alone on `listener` (and on `config.metrics_listen`, if set), with the
+    /// connection cap lowered to the file-descriptor limit. Keep the returned handle.
+    pub async fn serve(self, listener: TcpListener) -> io::Result<ServerHandle> {
+        let shared = Arc::clone(&self.shared);
+        let addr = listener.local_addr()?;
+        let metrics_listener = match shared.config.metrics_listen {
+            Some(a) => Some(TcpListener::bind(a).await?),
+            None => None,
+        };
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let fds = connections::effective_max_connections(shared.config.max_connections, FD_RESERVE);
+        shared.connections.set_max(fds.max_connections);
+        tracing::info!(
+            max_connections = fds.max_connections,
+            requested = shared.config.max_connections,
+            descriptor_limit = fds.limit,
+            reserve = FD_RESERVE,
+            "connection cap: the smaller of --max-connections and the descriptor limit less the reserve"
+        );
+        let mut accept_loops = vec![tokio::spawn(http::accept_loop(
+            listener,
+            Arc::clone(&shared),
+            http::Site::Main,
+        ))];
+        if let Some(l) = metrics_listener {
+            accept_loops.push(tokio::spawn(http::accept_loop(
+                l,
+                Arc::clone(&shared),
+                http::Site::Metrics,
+            )));
+        }
+        tracing::info!(
+            %addr,
+            webhook = %shared.webhook_url,
+            stream = %shared.stream_url,
+            upgrade_signature = shared.config.upgrade_signature.as_str(),
+            replay_store = %shared.config.replay_store.describe(),
+            "streamguard listening"
+        );
+        Ok(ServerHandle {
+            addr,
+            metrics_addr,
+            server: Some(self),
+            accept_loops,
+        })
+    }
+
+    /// Closes every stream with 1001 and waits (at most [`SHUTDOWN_GRACE`]) for connections
+    /// to end.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        let tasks_done = self.tasks_done.take();
+        // Every connection task holds an `Arc<Shared>`, and `Shared` holds the only sender
+        // of `tasks_done`: once the last task has ended and our own `Arc` (in `self`) is
+        // dropped, `recv` returns `None`.
+        drop(self);
+        if let Some(mut done) = tasks_done {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, done.recv()).await;
+        }
+    }
+}
+
+/// A server running alone ([`Server::serve`]).
 ///
 /// Dropping it stops the server: it stops accepting and closes every stream with 1001, without
 /// waiting for that to finish. Keep it for as long as the server should run; end with
@@ -96,20 +372,8 @@ impl Shared {
 pub struct ServerHandle {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    /// `None` once shutdown has begun.
-    shutdown: Option<watch::Sender<bool>>,
-    tasks_done: Option<mpsc::Receiver<()>>,
+    server: Option<Server>,
     accept_loops: Vec<JoinHandle<()>>,
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            tracing::info!("server handle dropped: shutting down (closing streams with 1001)");
-            let _ = tx.send(true);
-        }
-    }
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -134,7 +398,10 @@ impl ServerHandle {
 
     /// The counters now.
     pub fn metrics(&self) -> Snapshot {
-        self.shared.snapshot()
+        self.server
+            .as_ref()
+            .map(Server::metrics)
+            .unwrap_or_default()
     }
 
     /// Serves until `signal` resolves (Ctrl-C, SIGTERM, a test's trigger ...), then shuts
@@ -147,121 +414,34 @@ impl ServerHandle {
     /// Stops accepting, closes every stream with 1001 and waits (at most
     /// [`SHUTDOWN_GRACE`]) for connections to end.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        let server = self.server.take();
+        if let Some(s) = &server
+            && let Some(tx) = &s.shutdown
+        {
             let _ = tx.send(true);
         }
         for task in std::mem::take(&mut self.accept_loops) {
             let _ = task.await;
         }
-        let tasks_done = self.tasks_done.take();
-        // Every connection task holds an `Arc<Shared>`, and `Shared` holds the only sender
-        // of `tasks_done`: once the last task has ended and our own `Arc` (in `self`) is
-        // dropped, `recv` returns `None`.
-        drop(self);
-        if let Some(mut done) = tasks_done {
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, done.recv()).await;
+        if let Some(s) = server {
+            s.shutdown().await;
         }
     }
 }
 
-/// The store `config` names.
-fn replay_store(config: &Config) -> io::Result<Arc<dyn ReplayStore>> {
-    Ok(match &config.replay_store {
-        ReplayStoreConfig::Memory => Arc::new(MemoryStore::new(
-            config.call_capacity,
-            config.store_policy(),
-        )),
-        #[cfg(feature = "redis")]
-        ReplayStoreConfig::Redis(settings) => {
-            let store = crate::store::RedisStore::new(settings, config.store_policy())
-                .map_err(|e| io::Error::other(format!("replay store {}: {e}", settings.url())))?;
-            Arc::new(store)
-        }
-    })
-}
-
-/// Starts serving on `listener` (and on `config.metrics_listen`, if set). Keep the returned
-/// handle: dropping it stops the server.
+/// Starts serving on `listener` with `config`, `handlers` and `clock`: the short form of
+/// [`Server::builder`] and [`Server::serve`]. Keep the returned handle: dropping it stops the
+/// server.
 pub async fn start(
     listener: TcpListener,
     config: Config,
     handlers: Arc<dyn HandlerFactory>,
     clock: Arc<dyn Clock>,
 ) -> io::Result<ServerHandle> {
-    config
-        .validate()
+    let server = Server::builder(config)
+        .shared_handlers(handlers)
+        .shared_clock(clock)
+        .build()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let addr = listener.local_addr()?;
-    let metrics_listener = match config.metrics_listen {
-        Some(a) => Some(TcpListener::bind(a).await?),
-        None => None,
-    };
-    let metrics_addr = metrics_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
-
-    for warning in config.warnings() {
-        tracing::warn!("{warning}");
-    }
-    let fds = connections::effective_max_connections(config.max_connections, FD_RESERVE);
-    tracing::info!(
-        max_connections = fds.max_connections,
-        requested = config.max_connections,
-        descriptor_limit = fds.limit,
-        reserve = FD_RESERVE,
-        "connection cap: the smaller of --max-connections and the descriptor limit less the reserve"
-    );
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (tasks_tx, tasks_rx) = mpsc::channel(1);
-    let shared = Arc::new(Shared {
-        webhook_url: config.webhook_url(),
-        stream_url: config.stream_url(),
-        capacity: Arc::new(Capacity::new(
-            config.max_pending,
-            config.max_pending_per_ip,
-            config.max_streams,
-        )),
-        connections: Arc::new(Connections::new(fds.max_connections)),
-        store: replay_store(&config)?,
-        store_key: StoreKey::derive(&config.auth_token),
-        metrics: Metrics::default(),
-        store_warned_percent: std::sync::atomic::AtomicU64::new(0),
-        rng: SystemRandom::new(),
-        config,
-        clock,
-        handlers,
-        shutdown: shutdown_rx,
-        _tasks: tasks_tx,
-    });
-
-    let mut accept_loops = vec![tokio::spawn(http::accept_loop(
-        listener,
-        Arc::clone(&shared),
-        http::Site::Main,
-    ))];
-    if let Some(l) = metrics_listener {
-        accept_loops.push(tokio::spawn(http::accept_loop(
-            l,
-            Arc::clone(&shared),
-            http::Site::Metrics,
-        )));
-    }
-    tracing::info!(
-        %addr,
-        webhook = %shared.webhook_url,
-        stream = %shared.stream_url,
-        upgrade_signature = shared.config.upgrade_signature.as_str(),
-        replay_store = %shared.config.replay_store.describe(),
-        "streamguard listening"
-    );
-    Ok(ServerHandle {
-        addr,
-        metrics_addr,
-        shared,
-        shutdown: Some(shutdown_tx),
-        tasks_done: Some(tasks_rx),
-        accept_loops,
-    })
+    server.serve(listener).await
 }

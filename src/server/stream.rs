@@ -9,7 +9,8 @@
 //! the capacity counters pick it to make room for a newer one. Nothing is written to the peer
 //! before authentication except a close frame. Writes go through a
 //! separate writer task so that a peer that stops reading cannot stall the reader; the
-//! handler's [`Outbox`] has a byte budget, and exhausting it closes the stream.
+//! handler's [`StreamHandle`] has a byte budget, and exhausting it closes the stream; the
+//! application can also hang up through it, from any task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,9 @@ use tungstenite::error::ProtocolError;
 
 use super::Shared;
 use super::capacity::{PendingPermit, StreamPermit};
-use super::media::{MediaHandler, Outbox, StreamEnd, WriterCmd};
+use super::handler::{
+    CloseRequest, MediaHandler, StartedStream, StreamEnd, StreamHandle, WriterCmd,
+};
 use super::metrics::StoreOp;
 use crate::limits::{
     CLOSE_TIMEOUT, MAX_OUTBOUND_BUFFER_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
@@ -82,7 +85,7 @@ async fn writer(
 /// The application side of an authenticated stream.
 struct App {
     handler: Box<dyn MediaHandler>,
-    outbox: Outbox,
+    handle: StreamHandle,
     _slot: StreamPermit,
 }
 
@@ -151,6 +154,13 @@ pub(crate) async fn run(
                 None => std::future::pending().await,
             }
         };
+        let app_handle = app.as_ref().map(|a| a.handle.clone());
+        let app_close = async move {
+            match app_handle {
+                Some(h) => h.close_requested().await,
+                None => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
             read = stream.next() => Some(read),
             () = &mut start_timer, if session.deadline().is_some() && !start_timer.is_elapsed() => None,
@@ -159,6 +169,20 @@ pub(crate) async fn run(
                 tracing::warn!(peer = %peer.ip(), reason = PENDING_EVICTED, "stream closed: the oldest pending connection makes room for a new one");
                 break (StreamEnd::PeerGone, Some(CloseCode::Policy));
             }
+            request = app_close => match request {
+                CloseRequest::HangUp => {
+                    tracing::info!(peer = %peer.ip(), "stream closed: the application hung up");
+                    break (StreamEnd::HungUp, Some(CloseCode::Normal));
+                }
+                CloseRequest::Backpressure => {
+                    tracing::warn!(peer = %peer.ip(), reason = "backpressure", "stream closed: peer is not reading");
+                    break (StreamEnd::Backpressure, None);
+                }
+                CloseRequest::ApplicationBehind => {
+                    tracing::warn!(peer = %peer.ip(), reason = "application_behind", "stream closed: the application is not keeping up with its events");
+                    break (StreamEnd::ApplicationBehind, Some(CloseCode::Internal));
+                }
+            },
             () = super::shutdown_requested(&mut shutdown) => break (StreamEnd::Shutdown, Some(CloseCode::GoingAway)),
         };
         let now = shared.clock.now();
@@ -182,12 +206,16 @@ pub(crate) async fn run(
             if let (Output::Authenticated(info), Ok(slot)) = (&output, slot) {
                 shared.metrics.stream_authenticated();
                 tracing::info!(peer = %peer.ip(), call_sid = %info.call_sid, stream_sid = %info.stream_sid, "stream authenticated");
-                let mut outbox = Outbox::new(info.stream_sid, tx.clone());
-                let mut handler = shared.handlers.create(info);
-                handler.on_start(info, &mut outbox);
+                let handle = StreamHandle::new(info.stream_sid, tx.clone());
+                let started = StartedStream {
+                    info: info.clone(),
+                    webhook: shared.calls.take(&info.call_sid, shared.clock.now()),
+                };
+                let mut handler = shared.handlers.create(&started);
+                handler.on_start(&started, &handle);
                 app = Some(App {
                     handler,
-                    outbox,
+                    handle,
                     _slot: slot,
                 });
             }
@@ -197,17 +225,17 @@ pub(crate) async fn run(
             Output::Media(frame) => {
                 if let Some(a) = app.as_mut() {
                     shared.metrics.media_frame();
-                    a.handler.on_media(&frame, &mut a.outbox);
+                    a.handler.on_media(&frame, &a.handle);
                 }
             }
             Output::Dtmf(frame) => {
                 if let Some(a) = app.as_mut() {
-                    a.handler.on_dtmf(&frame, &mut a.outbox);
+                    a.handler.on_dtmf(&frame, &a.handle);
                 }
             }
             Output::Mark(frame) => {
                 if let Some(a) = app.as_mut() {
-                    a.handler.on_mark(&frame, &mut a.outbox);
+                    a.handler.on_mark(&frame, &a.handle);
                 }
             }
             Output::Stop(_) => break (StreamEnd::Stopped, Some(CloseCode::Normal)),
@@ -222,9 +250,10 @@ pub(crate) async fn run(
                 break (StreamEnd::Violation(reason), Some(reason.close_code()));
             }
         }
-        if app.as_ref().is_some_and(|a| a.outbox.overflowed()) {
-            tracing::warn!(peer = %peer.ip(), reason = "backpressure", "stream closed: peer is not reading");
-            break (StreamEnd::Backpressure, None);
+        if app.as_ref().is_some_and(|a| !a.handle.is_open()) {
+            // A send from the handler just now hit the budget (or it hung up): the close
+            // request branch above handles it on the next turn.
+            continue;
         }
         if session.is_closed() {
             break (StreamEnd::PeerGone, None);
@@ -246,6 +275,7 @@ pub(crate) async fn run(
     // Release the pending slot now, not after the closing handshake.
     drop(pending);
     if let Some(mut a) = app.take() {
+        a.handle.mark_closed();
         a.handler.on_end(end);
     }
     match close {

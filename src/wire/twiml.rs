@@ -121,6 +121,32 @@ impl StreamTwiml {
     }
 }
 
+/// `<Say>`: words spoken to the caller (before the stream, in [`Response`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Say {
+    /// What is said (the element's text; `&`, `<` and `>` are escaped).
+    pub text: String,
+    /// `voice`, e.g. `Polly.Amy`.
+    pub voice: Option<String>,
+    /// `language`, e.g. `en-GB`.
+    pub language: Option<String>,
+    /// `loop`: how many times.
+    pub loop_count: Option<u32>,
+}
+
+/// A whole answer: an optional `<Say>`, the `<Connect>`/`<Start>` with its `<Stream>`, and an
+/// optional `<Pause>` after it (with `<Start>`, TwiML goes on, and the call ends when it runs
+/// out: a pause keeps it up).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Response {
+    /// Said before the stream.
+    pub say: Option<Say>,
+    /// The stream.
+    pub stream: StreamTwiml,
+    /// `<Pause length="N" />` after the verb, in seconds.
+    pub pause_after: Option<u32>,
+}
+
 /// Which input held a problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -139,6 +165,12 @@ pub enum Field {
     ParameterName(usize),
     /// The value of the `<Parameter>` at this index.
     ParameterValue(usize),
+    /// The text of `<Say>`.
+    SayText,
+    /// `<Say voice>`.
+    SayVoice,
+    /// `<Say language>`.
+    SayLanguage,
 }
 
 /// Why the TwiML could not be rendered.
@@ -210,6 +242,43 @@ fn push_attr(out: &mut String, name: &str, value: &str, field: Field) -> Result<
     Ok(())
 }
 
+/// Writes element text: `&`, `<`, `>` escaped (as the library's ElementTree does; quotes and
+/// line breaks stay as they are in text).
+fn push_text(out: &mut String, text: &str, field: Field) -> Result<(), TwimlError> {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if is_xml_char(c) => out.push(c),
+            _ => return Err(TwimlError::ForbiddenCharacter(field)),
+        }
+    }
+    Ok(())
+}
+
+fn push_say(out: &mut String, say: &Say) -> Result<(), TwimlError> {
+    out.push_str("<Say");
+    // Attribute names in ascending order.
+    if let Some(l) = &say.language {
+        push_attr(out, "language", l, Field::SayLanguage)?;
+    }
+    if let Some(n) = say.loop_count {
+        push_attr(out, "loop", &n.to_string(), Field::SayText)?;
+    }
+    if let Some(v) = &say.voice {
+        push_attr(out, "voice", v, Field::SayVoice)?;
+    }
+    if say.text.is_empty() {
+        out.push_str(" />");
+    } else {
+        out.push('>');
+        push_text(out, &say.text, Field::SayText)?;
+        out.push_str("</Say>");
+    }
+    Ok(())
+}
+
 /// `s` without `prefix`, compared ASCII case-insensitively.
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.as_bytes().get(..prefix.len())?;
@@ -247,6 +316,30 @@ fn check_url(url: &str) -> Result<(), TwimlError> {
 /// );
 /// ```
 pub fn render(t: &StreamTwiml) -> Result<String, TwimlError> {
+    render_response(&Response {
+        say: None,
+        stream: t.clone(),
+        pause_after: None,
+    })
+}
+
+/// Renders a whole answer: `<Say>` (if any), the stream, `<Pause>` (if any), with the same
+/// rules as [`render`]; `<Say>` text escapes `&`, `<` and `>`.
+///
+/// ```
+/// use streamguard::wire::twiml::{render_response, Response, Say, StreamTwiml};
+/// let r = Response {
+///     say: Some(Say { text: "Connecting you".into(), ..Say::default() }),
+///     stream: StreamTwiml::connect("wss://example.com/media"),
+///     pause_after: None,
+/// };
+/// assert_eq!(
+///     render_response(&r).unwrap(),
+///     r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>Connecting you</Say><Connect><Stream url="wss://example.com/media" /></Connect></Response>"#
+/// );
+/// ```
+pub fn render_response(r: &Response) -> Result<String, TwimlError> {
+    let t = &r.stream;
     check_url(&t.url)?;
     if t.verb == Verb::Connect && t.track.is_some_and(|tr| tr != Track::Inbound) {
         return Err(TwimlError::TrackNotAllowed);
@@ -269,7 +362,11 @@ pub fn render(t: &StreamTwiml) -> Result<String, TwimlError> {
         Verb::Start => "Start",
     };
     let mut out = String::with_capacity(160usize.saturating_add(t.url.len()));
-    out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Response><"#);
+    out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#);
+    if let Some(say) = &r.say {
+        push_say(&mut out, say)?;
+    }
+    out.push('<');
     out.push_str(verb);
     out.push_str("><Stream");
     // Attribute names in ascending order.
@@ -305,6 +402,12 @@ pub fn render(t: &StreamTwiml) -> Result<String, TwimlError> {
     }
     out.push_str("</");
     out.push_str(verb);
-    out.push_str("></Response>");
+    out.push('>');
+    if let Some(len) = r.pause_after {
+        out.push_str("<Pause length=\"");
+        out.push_str(&len.to_string());
+        out.push_str("\" />");
+    }
+    out.push_str("</Response>");
     Ok(out)
 }

@@ -12,7 +12,8 @@ use streamguard::kit::simulator::{
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::{
-    self, Config, HandlerFactory, MediaHandler, Outbox, PublicUrl, ServerHandle, StreamEnd,
+    self, Config, HandlerFactory, MediaHandler, PublicUrl, ServerHandle, StartedStream, StreamEnd,
+    StreamHandle,
 };
 use streamguard::session::StreamInfo;
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
@@ -41,6 +42,8 @@ pub struct Recorder {
     pub echo: bool,
     /// Outbound bytes to queue per inbound media frame (backpressure tests).
     pub flood: usize,
+    /// Streams whose handler was given the call's verified webhook.
+    pub webhooks: Arc<Mutex<usize>>,
 }
 
 impl Recorder {
@@ -87,39 +90,40 @@ struct Recording {
 }
 
 impl MediaHandler for Recording {
-    fn on_start(&mut self, info: &StreamInfo, _out: &mut Outbox) {
+    fn on_start(&mut self, started: &StartedStream, _out: &StreamHandle) {
         self.rec
             .seen
             .lock()
             .unwrap()
-            .push(Seen::Start(info.clone()));
+            .push(Seen::Start(started.info.clone()));
+        *self.rec.webhooks.lock().unwrap() += usize::from(started.webhook.is_some());
     }
-    fn on_media(&mut self, frame: &MediaFrame, out: &mut Outbox) {
+    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
         self.rec
             .seen
             .lock()
             .unwrap()
             .push(Seen::Media(frame.stream_sid, frame.media.payload.clone()));
         if self.rec.echo {
-            let _ = out.media(frame.media.payload.clone());
+            let _ = out.media_base64(frame.media.payload.as_str());
         }
         let mut left = self.rec.flood;
         while left > 0 {
             let chunk = left.min(60_000);
-            if out.media("A".repeat(chunk)).is_err() {
+            if out.media_base64("A".repeat(chunk)).is_err() {
                 break;
             }
             left -= chunk;
         }
     }
-    fn on_dtmf(&mut self, frame: &DtmfFrame, _out: &mut Outbox) {
+    fn on_dtmf(&mut self, frame: &DtmfFrame, _out: &StreamHandle) {
         self.rec
             .seen
             .lock()
             .unwrap()
             .push(Seen::Dtmf(frame.stream_sid));
     }
-    fn on_mark(&mut self, frame: &MarkFrame, _out: &mut Outbox) {
+    fn on_mark(&mut self, frame: &MarkFrame, _out: &StreamHandle) {
         self.rec
             .seen
             .lock()
@@ -136,10 +140,10 @@ impl MediaHandler for Recording {
 }
 
 impl HandlerFactory for Recorder {
-    fn create(&self, info: &StreamInfo) -> Box<dyn MediaHandler> {
+    fn create(&self, started: &StartedStream) -> Box<dyn MediaHandler> {
         Box::new(Recording {
             rec: self.clone(),
-            stream: info.stream_sid,
+            stream: started.info.stream_sid,
         })
     }
 }
