@@ -183,9 +183,24 @@ struct Call {
 }
 
 impl Call {
-    fn token(&self) -> Option<&str> {
-        self.twiml.parameter(crate::extract::TOKEN_PARAM)
+    fn token(&self) -> Option<String> {
+        twiml_token(&self.twiml)
     }
+}
+
+/// The token a TwiML answer hands out: its `<Parameter name="token">`, or else the `token` in
+/// the stream URL's query (where a target that reads the token from the URL puts it; Twilio
+/// drops it, which `twiml.shape` and `call.legitimate` judge, but it is still a token the
+/// answer gave away).
+fn twiml_token(twiml: &TwimlStream) -> Option<String> {
+    twiml
+        .parameter(crate::extract::TOKEN_PARAM)
+        .map(str::to_owned)
+        .or_else(|| {
+            crate::extract::token_from_request_target(&twiml.url)
+                .ok()
+                .flatten()
+        })
 }
 
 impl Ctx {
@@ -631,10 +646,7 @@ fn webhook_replay_within_ttl(ctx: &Ctx) -> CaseFuture<'_> {
         if again.status != 200 {
             return pass(format!("replay refused: HTTP {}", again.status));
         }
-        let second = parse_twiml(&again.body).ok();
-        let second_token = second
-            .as_ref()
-            .and_then(|t| t.parameter(crate::extract::TOKEN_PARAM));
+        let second_token = parse_twiml(&again.body).ok().as_ref().and_then(twiml_token);
         match (first.token(), second_token) {
             (Some(a), Some(b)) if a == b => pass("the same token again"),
             (_, None) => pass("no token in the replay's answer"),
@@ -848,8 +860,8 @@ fn stream_other_call_token(ctx: &Ctx) -> CaseFuture<'_> {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        let Some(token) = other.token().map(str::to_owned) else {
-            return skip("the TwiML has no token parameter");
+        let Some(token) = other.token() else {
+            return skip("the TwiML hands out no token");
         };
         refused_start(ctx, |_| token_params(&token), None).await
     })
@@ -983,8 +995,8 @@ fn stream_token_in_url_only(ctx: &Ctx) -> CaseFuture<'_> {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        let Some(token) = c.token().map(str::to_owned) else {
-            return skip("the TwiML has no token parameter");
+        let Some(token) = c.token() else {
+            return skip("the TwiML hands out no token");
         };
         let url = with_query(strip_query(&c.twiml.url), &token);
         let mut first = match ctx.start(&url, &c, ctx.target.account_sid, &[], 2).await {
@@ -1028,8 +1040,8 @@ fn stream_token_conflict(ctx: &Ctx) -> CaseFuture<'_> {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        let Some(other_token) = decoy.token().map(str::to_owned) else {
-            return skip("the TwiML has no token parameter");
+        let Some(other_token) = decoy.token() else {
+            return skip("the TwiML hands out no token");
         };
         let url = with_query(strip_query(&c.twiml.url), &other_token);
         match ctx
