@@ -356,7 +356,7 @@ fn twiml(shared: &Shared, token: &StreamToken) -> String {
              <Stream url=\"{url}?{TOKEN_PARAM}={}\" /></Connect></Response>",
             token.as_str()
         ),
-        _ => webhook::answer(url, token).unwrap(),
+        _ => webhook::answer(url, token, &webhook::CallTwiml::default()).unwrap(),
     }
 }
 
