@@ -24,10 +24,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::sync::{Mutex, MutexGuard};
 use crate::upgrade::UpgradeReject;
 
 /// The part of a client address that counts as one client: the whole IPv4 address, the /64
