@@ -24,7 +24,7 @@ use crate::wire::frames::StartFrame;
 pub const TOKEN_PARAM: &str = "token";
 
 /// Why no token could be taken from a request or message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ExtractError {
     /// The request target is longer than [`MAX_REQUEST_TARGET_BYTES`].

@@ -76,6 +76,7 @@ pub mod session;
 pub mod sid;
 pub mod signature;
 pub mod store;
+mod sync;
 pub mod time;
 pub mod token;
 pub mod upgrade;

@@ -192,7 +192,7 @@ impl fmt::Display for Reason {
 
 /// The token found in the upgrade request target, if any, or why it was unusable. Redacting
 /// `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct UrlToken(Result<Option<String>, ExtractError>);
 
 impl UrlToken {
@@ -217,7 +217,7 @@ impl fmt::Debug for UrlToken {
 
 /// What the application learns about an authenticated stream. The `token` parameter is
 /// removed from `custom_parameters`: it has been used and is nobody's business.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StreamInfo {
     /// The configured account (equal to `start.accountSid`).
     pub account_sid: AccountSid,
@@ -246,7 +246,7 @@ pub struct AuthContext<'a> {
 }
 
 /// A verified token the server must redeem before the stream may authenticate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Redemption {
     /// `start.accountSid` (the configured account).
     pub account_sid: AccountSid,
@@ -310,7 +310,7 @@ pub enum Output {
 }
 
 /// The state of one connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Session {
     /// Upgraded, not yet authenticated.
     AwaitingStart {

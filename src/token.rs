@@ -73,7 +73,7 @@ const MAC_INPUT_BYTES: usize =
     LABEL.len() + 1 + KEY_ID_BYTES + SID_LEN + SID_LEN + EXPIRY_BYTES + TOKEN_NONCE_BYTES;
 
 /// What a valid token says, once [`verify`] has checked it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Claims {
     /// Id of the key that issued the token.
     pub key_id: KeyId,

@@ -24,10 +24,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::sync::{Mutex, MutexGuard};
 use crate::upgrade::UpgradeReject;
 
 /// The part of a client address that counts as one client: the whole IPv4 address, the /64
@@ -165,7 +166,7 @@ impl Capacity {
     }
 
     /// Pending connections closed so far to admit newer ones.
-    #[cfg(test)]
+    #[cfg(any(test, streamguard_loom))]
     pub fn evicted(&self) -> u64 {
         self.lock().evicted
     }

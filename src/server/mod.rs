@@ -20,7 +20,13 @@
 //! without waiting for it.
 
 mod calls;
+#[cfg(not(streamguard_loom))]
 mod capacity;
+/// The slot counters, public only in the loom build (`--cfg streamguard_loom`), for
+/// `tests/loom.rs`; not part of the API.
+#[cfg(streamguard_loom)]
+#[doc(hidden)]
+pub mod capacity;
 pub mod config;
 mod connections;
 pub mod handler;

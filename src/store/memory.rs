@@ -21,13 +21,13 @@
 //! early.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 
 use super::{
     CallId, CallRecord, LiveToken, MintDecision, Presented, RedeemRefusal, ReplayStore,
     SEALED_BYTES, StoreError, StoreFill, StoreFuture, StorePolicy,
 };
 use crate::secret::KeyId;
+use crate::sync::{Mutex, MutexGuard};
 use crate::time::UnixTime;
 
 /// A [`CallRecord`] as the map holds it: no `Option` tag (an absent live token has expiry 0,

@@ -81,7 +81,7 @@ pub struct StorePolicy {
 
 /// The live token of a call, as a store keeps it: enough to rebuild the token with the token
 /// key, and to recognise it, but neither the token nor its nonce.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LiveToken {
     /// The key that signed it.
     pub key_id: KeyId,
@@ -119,7 +119,7 @@ impl fmt::Debug for LiveToken {
 }
 
 /// What a store knows of one call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CallRecord {
     /// The token minted and not yet redeemed, if any.
     pub live: Option<LiveToken>,
@@ -497,6 +497,21 @@ pub fn candidate(
 ) -> Result<LiveToken, IssueError> {
     let mut nonce = [0u8; TOKEN_NONCE_BYTES];
     rng.fill(&mut nonce).map_err(|_| IssueError::Randomness)?;
+    candidate_with_nonce(store_key, keys, account, call, now, ttl, nonce)
+}
+
+/// [`candidate`] with the nonce given instead of drawn: deterministic, for the model checker
+/// and tests (`ring`'s `SecureRandom` is sealed, so a test cannot supply its own). Production
+/// code calls [`candidate`]; a nonce that is not fresh random bytes defeats single use.
+pub fn candidate_with_nonce(
+    store_key: &StoreKey,
+    keys: &KeySet,
+    account: &AccountSid,
+    call: &CallSid,
+    now: UnixTime,
+    ttl: Duration,
+    nonce: [u8; TOKEN_NONCE_BYTES],
+) -> Result<LiveToken, IssueError> {
     let expires_at = token::expiry(now, ttl)?;
     Ok(LiveToken {
         key_id: keys.current().id(),

@@ -30,7 +30,7 @@ use crate::limits::{
 use crate::sid::{AccountSid, CallSid, StreamSid};
 
 /// A string of at most [`MAX_SHORT_FIELD_BYTES`] bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(transparent)]
 pub struct Short(String);
 
@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for Short {
 }
 
 /// `start.customParameters`: the `<Parameter>`s of the TwiML, in the order received.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct CustomParameters(Vec<(String, String)>);
 
 impl CustomParameters {
@@ -145,7 +145,7 @@ impl<'de> Deserialize<'de> for CustomParameters {
 }
 
 /// `start.tracks`: at most [`MAX_TRACKS`] short strings.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(transparent)]
 pub struct Tracks(Vec<Short>);
 
@@ -180,7 +180,7 @@ impl<'de> Deserialize<'de> for Tracks {
 }
 
 /// `start.mediaFormat`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaFormat {
     /// `audio/x-mulaw` for Twilio calls.
