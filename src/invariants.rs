@@ -405,13 +405,13 @@ fn redeem_in(store: &MemoryStore, r: &Redemption, now: UnixTime) -> Result<(), R
 /// and reported in the same step (as the server does before it reads again). Checks that a
 /// redemption is asked for only on a `start` text, and is answered by `Authenticated` or a
 /// close.
-fn handle_with_store(
+fn handle_with_store<'a>(
     session: Session,
-    event: Event<'_>,
+    event: Event<'a>,
     now: UnixTime,
     ctx: &AuthContext<'_>,
     store: &MemoryStore,
-) -> (Session, Output) {
+) -> (Session, Output<'a>) {
     let (next, output) = session.handle(event, now, ctx);
     let Output::Redeem(r) = output else {
         return (next, output);
@@ -1264,7 +1264,7 @@ fn step_connection(
                 ));
             }
             check_authenticated(info, text, &conn.target, now, redeemed);
-            conn.info = Some(info.clone());
+            conn.info = Some((**info).clone());
             conn.authenticated_once = true;
             outcome.authenticated = outcome.authenticated.saturating_add(1);
         }
@@ -1321,7 +1321,7 @@ fn step_connection(
     }
 
     match (&next, &conn.info) {
-        (Session::Streaming(now_info), Some(info)) if now_info != info => {
+        (Session::Streaming(now_info), Some(info)) if **now_info != *info => {
             violated(format_args!("a streaming session changed identity"))
         }
         (Session::Streaming(_), None) => {
