@@ -99,11 +99,11 @@ pub(crate) async fn run(
     permit: PendingPermit,
     peer: SocketAddr,
 ) {
-    let mut ws = WebSocketStream::from_raw_socket(
+    let mut ws = Box::pin(WebSocketStream::from_raw_socket(
         io,
         Role::Server,
         Some(ws_config(shared.config.max_message_bytes)),
-    )
+    ))
     .await;
     let mut shutdown_rx = shared.shutdown.clone();
     let shutdown = super::shutdown_requested(&mut shutdown_rx);
@@ -119,18 +119,19 @@ pub(crate) async fn run(
         ctx: &ctx,
         peer,
     };
-    let (end, close, app) = match conn
-        .await_start(&mut ws, session, permit, shutdown.as_mut())
-        .await
-    {
-        Ok((session, mut app)) => {
-            let (end, close) = conn
-                .stream(&mut ws, session, &mut app, shutdown.as_mut())
-                .await;
-            (end, close, Some(app))
-        }
-        Err((end, close)) => (end, close, None),
-    };
+    // The phase before authentication and the closing handshake are boxed: each holds
+    // timers and futures only while it runs, so the connection task itself (allocated for
+    // the stream's whole life) stays small.
+    let (end, close, app) =
+        match Box::pin(conn.await_start(&mut ws, session, permit, shutdown.as_mut())).await {
+            Ok((session, mut app)) => {
+                let (end, close) = conn
+                    .stream(&mut ws, session, &mut app, shutdown.as_mut())
+                    .await;
+                (end, close, Some(app))
+            }
+            Err((end, close)) => (end, close, None),
+        };
     // The handler hears the end and the stream slot is released now, not after the closing
     // handshake; the handle stays for what the application queued.
     let queued = app.map(|mut a| {
@@ -138,17 +139,21 @@ pub(crate) async fn run(
         a.handler.on_end(end);
         a.handle
     });
-    let Some(code) = close else {
-        // The peer is gone or not reading: no close handshake.
-        return;
-    };
+    if let Some(code) = close {
+        Box::pin(close_handshake(&mut ws, queued.as_ref(), code)).await;
+    }
+    // Otherwise the peer is gone or not reading: no close handshake.
+}
+
+/// What the application queued, then the close frame `code`; then a moment for the peer to
+/// answer before the connection is dropped.
+async fn close_handshake(ws: &mut Ws, queued: Option<&StreamHandle>, code: CloseCode) {
     let frame = CloseFrame {
         code: code.as_u16().into(),
         reason: code.wire_reason().into(),
     };
-    // What the application queued is written first, then the close frame.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        if let Some(handle) = &queued {
+        if let Some(handle) = queued {
             while let Some(text) = handle.next_queued() {
                 ws.feed(Message::text(text)).await?;
             }
@@ -156,7 +161,6 @@ pub(crate) async fn run(
         ws.send(Message::Close(Some(frame))).await
     })
     .await;
-    // Give the peer a moment to answer the close, then drop the connection.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         while let Some(Ok(m)) = ws.next().await {
             if m.is_close() {
