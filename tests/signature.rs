@@ -579,6 +579,45 @@ fn port_variant_table() {
     assert_eq!(port_variants(&long), Err(SignatureError::BadUrl));
 }
 
+/// The fuzz target's oracle computes signatures, port variants and `validate`'s answer on its
+/// own (`invariants::expected_*`): it must agree with Twilio's SDK vectors and with the port
+/// table above, or the fuzz target would judge the crate against a wrong statement.
+#[test]
+fn the_fuzz_oracle_agrees_with_the_sdk_vectors_and_the_port_table() {
+    use streamguard::invariants::{expected_signature, expected_validate, expected_variants};
+    for v in vectors() {
+        let params: Vec<(String, String)> = v.params.clone();
+        let body = v.body.as_deref().map(str::as_bytes);
+        let header = Some(v.expected_signature.as_bytes());
+        let want = if v.expected_valid {
+            Ok(())
+        } else {
+            Err(SignatureError::Malformed)
+        };
+        assert_eq!(
+            expected_validate(&v.auth_token, &v.url, &params, body, header),
+            want,
+            "{}",
+            v.source
+        );
+        if v.expected_valid && signed_over(&v) == SignedOver::AsGiven {
+            assert_eq!(
+                expected_signature(&v.auth_token, &v.url, &params),
+                v.expected_signature,
+                "{}",
+                v.source
+            );
+        }
+    }
+    for (url, expected) in PORT_VARIANTS {
+        let got = expected_variants(url);
+        let got = got.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+        assert_eq!(got, expected.ok(), "{url}");
+    }
+    let long = format!("wss://example.com/{}", "a".repeat(16 * 1024));
+    assert_eq!(expected_variants(&long), None);
+}
+
 /// An authority whose host holds a colon outside IPv6 brackets is not a valid authority
 /// (RFC 3986 §3.2.2), so the URL cannot be signed (`BadUrl`'s documented meaning).
 #[test]
@@ -952,7 +991,13 @@ proptest! {
         let auth = AuthToken::new(&auth).unwrap();
         let params = as_refs(&params);
         let text = url.text();
-        for signed in [text.clone(), url.with_port(None), url.with_port(Some(url.port.unwrap_or(url.default_port())))] {
+        let with_port = url.with_port(Some(url.port.unwrap_or(url.default_port())));
+        // The fuzz oracle's own port variants are these too.
+        prop_assert_eq!(
+            streamguard::invariants::expected_variants(&text),
+            Some((with_port.clone(), url.with_port(None)))
+        );
+        for signed in [text.clone(), url.with_port(None), with_port] {
             let sig = compute_signature(&auth, &signed, &params);
             prop_assert_eq!(validate(&auth, &text, &params, None, Some(sig.as_bytes())), Ok(()), "signed over {}", signed);
         }

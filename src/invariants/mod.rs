@@ -43,6 +43,14 @@
 // this module. Nothing here runs in the server.
 #![allow(clippy::panic)]
 
+/// The crate's own code: what every target checks. Each target's `*Code` trait
+/// ([`SignatureCode`], ...) has the crate's functions as its default methods, and the target
+/// function (`signature(input)`) is its `*_with` twin (`signature_with(&Crate, input)`).
+/// `tests/invariants_fire.rs` implements the traits with one method deliberately wrong and
+/// asserts each oracle rejects it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Crate;
+
 mod checks;
 mod fixtures;
 mod messages;
@@ -67,7 +75,8 @@ pub use session::{
     MAX_SESSION_STEPS, SessionEvent, SessionInput, SessionOutcome, Step, UrlTokenChoice, session,
 };
 pub use signature::{
-    MAX_SIGNATURE_PARAMS, SignatureHeader, SignatureInput, SignedBody, SignedUrl, signature,
+    MAX_SIGNATURE_PARAMS, SignatureCode, SignatureHeader, SignatureInput, SignedBody, SignedUrl,
+    expected_signature, expected_validate, expected_variants, signature, signature_with,
 };
 pub use start_frame::{StartOutcome, start_frame};
 pub use token::{TokenInput, TokenMutation, token, token_mutation, token_verify};

@@ -1,16 +1,27 @@
 //! Target `signature`: arbitrary URLs, parameters, bodies and headers into
 //! `signature::validate`.
 
-use ring::digest;
+//!
+//! The oracle does not take the crate's word for what a signature is: it computes the signed
+//! data (URL, then every key and its distinct values in byte order), the HMAC-SHA1, the port
+//! variants and the expected answer of `validate` itself, from `PROTOCOL.md` §4 and the
+//! documented validation order, and asks the crate's functions only for the answers it
+//! checks. (Reversing the parameter sort in `src/signature.rs` used to pass every corpus
+//! replay, because the oracle computed the expected header with `compute_signature`.)
 
-use crate::limits::MAX_SIGNATURE_HEADER_BYTES;
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ring::{digest, hmac};
+
+use crate::limits::{MAX_SIGNATURE_HEADER_BYTES, MAX_SIGNED_URL_BYTES};
+use crate::secret::AuthToken;
 use crate::signature::{self, SignatureError};
 
-use super::fixtures::{fixtures, violated};
+use super::Crate;
+use super::fixtures::{AUTH_TOKEN, OTHER_AUTH_TOKEN, fixtures, violated};
 use super::messages::{ByteEdit, apply_edit};
-
-#[cfg(doc)]
-use super::fixtures::{AUTH_TOKEN, OTHER_AUTH_TOKEN};
 
 /// Most form parameters of one `signature` input that are used (the rest is ignored).
 pub const MAX_SIGNATURE_PARAMS: usize = 8;
@@ -47,14 +58,14 @@ pub enum SignedBody {
 pub enum SignatureHeader {
     /// No header.
     Missing,
-    /// [`signature::compute_signature`] of the URL as given.
+    /// The signature of the URL as given (computed by the oracle, from `PROTOCOL.md` §4).
     Computed,
     /// The signature of the URL with the scheme's default port added, or without its port.
     PortVariant {
         /// Which variant.
         with_port: bool,
     },
-    /// The right computation with [`OTHER_AUTH_TOKEN`].
+    /// The signature of the URL as given, made with [`OTHER_AUTH_TOKEN`].
     OtherAuthToken,
     /// [`SignatureHeader::Computed`] with one byte edit.
     Edited(ByteEdit),
@@ -74,6 +85,124 @@ pub struct SignatureInput {
     pub header: SignatureHeader,
     /// The form parameters.
     pub params: Vec<(String, String)>,
+}
+
+/// The code the `signature` target checks: by default the crate's own functions. A test
+/// implements it with one method replaced by a deliberately wrong one, to show the oracle
+/// rejects it (`tests/invariants_fire.rs`).
+pub trait SignatureCode {
+    /// [`signature::compute_signature`].
+    fn compute_signature(
+        &self,
+        auth: &AuthToken,
+        url: &str,
+        params: &[(String, String)],
+    ) -> String {
+        signature::compute_signature(auth, url, params)
+    }
+
+    /// [`signature::port_variants`].
+    fn port_variants(&self, url: &str) -> Result<(String, String), SignatureError> {
+        signature::port_variants(url)
+    }
+
+    /// [`signature::validate`].
+    fn validate(
+        &self,
+        auth: &AuthToken,
+        url: &str,
+        params: &[(String, String)],
+        body: Option<&[u8]>,
+        header: Option<&[u8]>,
+    ) -> Result<(), SignatureError> {
+        signature::validate(auth, url, params, body, header)
+    }
+}
+
+impl SignatureCode for Crate {}
+
+/// `bodySHA256`, the query parameter of a JSON webhook (`PROTOCOL.md` §4), written out here.
+const BODY_HASH: &str = "bodySHA256";
+
+/// The SHA-1 HMAC is 20 bytes: its canonical padded base64 is 28 characters.
+const SIGNATURE_BYTES: usize = 20;
+
+/// The `X-Twilio-Signature` for `url` and `params` under the auth token `auth_token`, as
+/// `PROTOCOL.md` §4 states it and computed here without `crate::signature`:
+/// base64(HMAC-SHA1(key = the auth token's bytes, data = the URL, then for each key in byte
+/// order, and for each distinct value of that key in byte order, the key and the value)).
+pub fn expected_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mut by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (k, v) in params {
+        by_key.entry(k.as_str()).or_default().insert(v.as_str());
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token.as_bytes());
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(url.as_bytes());
+    for (k, values) in by_key {
+        for v in values {
+            ctx.update(k.as_bytes());
+            ctx.update(v.as_bytes());
+        }
+    }
+    STANDARD.encode(ctx.sign().as_ref())
+}
+
+/// The two URLs a signature over `url` is accepted over, (with the port, without it), as
+/// `PROTOCOL.md` §4 states them: the URL with the scheme's default port added (443 for
+/// `https` and `wss`, 80 for `http` and `ws`) or its own port kept, and the URL with its
+/// port removed; one of the two is `url` itself. `None` when `url` cannot be signed (the
+/// documented `SignatureError::BadUrl`): longer than [`MAX_SIGNED_URL_BYTES`], no `://`, a
+/// scheme other than those four (any case), or an authority (up to the first `/`, `?` or
+/// `#`; userinfo ends at its last `@`) whose host is empty, whose colon is outside an IPv6
+/// literal `[...]`, or whose port is not one to five digits up to 65535. Written from that
+/// statement, without `crate::signature`.
+pub fn expected_variants(url: &str) -> Option<(String, String)> {
+    if url.len() > MAX_SIGNED_URL_BYTES {
+        return None;
+    }
+    let (scheme, after_scheme) = url.split_once("://")?;
+    let is = |names: [&str; 2]| names.iter().any(|n| scheme.eq_ignore_ascii_case(n));
+    let default_port = if is(["https", "wss"]) {
+        "443"
+    } else if is(["http", "ws"]) {
+        "80"
+    } else {
+        return None;
+    };
+    let authority_len = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
+    let (authority, tail) = after_scheme.split_at_checked(authority_len)?;
+    let (userinfo, host_and_port) = match authority.rsplit_once('@') {
+        Some((user, hp)) => (authority.get(..user.len().checked_add(1)?)?, hp),
+        None => ("", authority),
+    };
+    let host_len = if host_and_port.starts_with('[') {
+        host_and_port.find(']')?.checked_add(1)?
+    } else {
+        host_and_port.find(':').unwrap_or(host_and_port.len())
+    };
+    let (host, after_host) = host_and_port.split_at_checked(host_len)?;
+    if host.is_empty() {
+        return None;
+    }
+    let port = if after_host.is_empty() {
+        default_port
+    } else {
+        let digits = after_host.strip_prefix(':')?;
+        let ok = (1..=5).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits.parse::<u32>().is_ok_and(|n| n <= 65_535);
+        if !ok {
+            return None;
+        }
+        digits
+    };
+    Some((
+        format!("{scheme}://{userinfo}{host}:{port}{tail}"),
+        format!("{scheme}://{userinfo}{host}{tail}"),
+    ))
 }
 
 /// The raw values of `name` in the query of `url` (fragment removed), written out here.
@@ -99,39 +228,68 @@ fn sha256_hex(body: &[u8]) -> String {
         .collect()
 }
 
-/// Whether `with` is `without` with `:digits` inserted at one place.
-fn differ_by_port_only(with: &str, without: &str) -> bool {
-    let common = with
-        .bytes()
-        .zip(without.bytes())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let (Some(with_rest), Some(without_rest)) = (with.get(common..), without.get(common..)) else {
-        return false;
-    };
-    let Some(port_and_rest) = with_rest.strip_prefix(':') else {
-        return false;
-    };
-    let rest = port_and_rest.trim_start_matches(|c: char| c.is_ascii_digit());
-    rest.len() < port_and_rest.len() && rest == without_rest
+/// What `validate` must answer, from `PROTOCOL.md` §4 and the validation order documented in
+/// `src/signature.rs` (header, URL, body hash, MAC), computed here: no header is `Missing`;
+/// a header over [`MAX_SIGNATURE_HEADER_BYTES`] or not the canonical base64 of 20 bytes is
+/// `Malformed`; a URL that cannot be signed is `BadUrl`; then the `bodySHA256` rule (a body
+/// needs exactly one `bodySHA256` in the query, no form parameters, and its lowercase hex
+/// SHA-256 there; a `bodySHA256` needs a body); then the header must be the signature of one
+/// of the two port variants, or it is a `Mismatch`.
+pub fn expected_validate(
+    auth_token: &str,
+    url: &str,
+    params: &[(String, String)],
+    body: Option<&[u8]>,
+    header: Option<&[u8]>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let canonical = header.len() <= MAX_SIGNATURE_HEADER_BYTES
+        && STANDARD
+            .decode(header)
+            .is_ok_and(|raw| raw.len() == SIGNATURE_BYTES);
+    if !canonical {
+        return Err(SignatureError::Malformed);
+    }
+    let (with_port, without_port) = expected_variants(url).ok_or(SignatureError::BadUrl)?;
+    let hashes = query_values(url, BODY_HASH);
+    match (body, hashes.as_slice()) {
+        (None, []) => {}
+        (None, _) => return Err(SignatureError::BodyHashWithoutBody),
+        (Some(_), [_]) if !params.is_empty() => return Err(SignatureError::BodyWithParams),
+        (Some(b), [h]) if *h != sha256_hex(b) => return Err(SignatureError::BodyHashMismatch),
+        (Some(_), [_]) => {}
+        (Some(_), _) => return Err(SignatureError::BodyHashMissing),
+    }
+    if [with_port, without_port]
+        .iter()
+        .any(|v| expected_signature(auth_token, v, params).as_bytes() == header)
+    {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// Target `signature`: [`signature::validate`] with the input's URL, parameters, body and
-/// header, under [`AUTH_TOKEN`]. Returns whether it accepted.
-///
-/// Invariants:
-/// - `validate` is deterministic and does not depend on the order of the parameters;
-///   `compute_signature` does not either, and an identical pair given twice counts once;
-/// - [`signature::port_variants`] of a URL it accepts returns the URL itself as one of the
-///   two variants, and the other differs only by the port;
-/// - no header: `Missing`; a header over [`MAX_SIGNATURE_HEADER_BYTES`]: `Malformed`;
-/// - accepted means: the header is byte for byte `compute_signature` of one port variant
-///   with these parameters; a body comes with no parameters and exactly one `bodySHA256`
-///   in the URL equal to the body's SHA-256 (lowercase hex); no body means no `bodySHA256`;
-/// - agreement: the header `compute_signature` gives for the URL as given, or for either
-///   port variant, is accepted whenever the URL can be signed and the body rule holds, and
-///   the same computation with another auth token never is.
+/// header, under [`AUTH_TOKEN`]. Returns whether it accepted. See [`signature_with`].
 pub fn signature(input: &SignatureInput) -> bool {
+    signature_with(&Crate, input)
+}
+
+/// The `signature` target's oracle over `code`.
+///
+/// Invariants, each against the oracle's own computation ([`expected_signature`],
+/// [`expected_variants`], [`expected_validate`]), never against the crate's:
+/// - `compute_signature` of the URL as given is the signature `PROTOCOL.md` §4 defines
+///   (which does not depend on the order of the parameters or on repeated identical pairs);
+/// - `port_variants` gives exactly the two variants §4 defines, or `BadUrl` exactly when
+///   the URL cannot be signed;
+/// - `validate` is deterministic, does not depend on the order of the parameters, and gives
+///   exactly the answer [`expected_validate`] gives: accepted exactly when the header is the
+///   signature of one port variant and the `bodySHA256` rule holds, otherwise the first
+///   failing check in the documented order (so a signature made with another auth token is
+///   never accepted).
+pub fn signature_with<C: SignatureCode + ?Sized>(code: &C, input: &SignatureInput) -> bool {
     let fx = fixtures();
     let mut url = match &input.url {
         SignedUrl::Https(rest) => format!("https://{rest}"),
@@ -144,117 +302,75 @@ pub fn signature(input: &SignatureInput) -> bool {
         SignedBody::Raw(b) => Some(b.as_slice()),
         SignedBody::Hashed(b) => {
             let sep = if url.contains('?') { '&' } else { '?' };
-            url = format!("{url}{sep}{}={}", signature::BODY_HASH_PARAM, sha256_hex(b));
+            url = format!("{url}{sep}{BODY_HASH}={}", sha256_hex(b));
             Some(b.as_slice())
         }
     };
-    // Bounded: each input signs a dozen times, and every signing sorts the parameters with
-    // string comparisons that the fuzzer's compare tracing makes expensive; hundreds of
+    // Bounded: each input signs about eight times, and every signing sorts the parameters
+    // with string comparisons that the fuzzer's compare tracing makes expensive; hundreds of
     // parameters made this target ten times slower without reaching anything new. Order,
     // repetition and de-duplication are all exercised by a handful.
     let params = input
         .params
         .get(..input.params.len().min(MAX_SIGNATURE_PARAMS))
         .unwrap_or_default();
-    let variants = signature::port_variants(&url);
-    if let Ok((with, without)) = &variants
-        && (!differ_by_port_only(with, without) || (with != &url && without != &url))
-    {
-        violated(format_args!(
-            "port variants of {url:?} are {with:?} and {without:?}"
-        ));
+
+    let variants = expected_variants(&url);
+    let got_variants = code.port_variants(&url);
+    match (&got_variants, &variants) {
+        (Ok(got), Some(want)) if got == want => {}
+        (Err(SignatureError::BadUrl), None) => {}
+        _ => violated(format_args!(
+            "port_variants({url:?}) gave {got_variants:?}, PROTOCOL.md §4 gives {variants:?}"
+        )),
     }
 
-    let computed = signature::compute_signature(&fx.auth, &url, params);
-    let mut reversed = params.to_vec();
-    reversed.reverse();
-    let mut doubled = params.to_vec();
-    doubled.extend(params.iter().cloned());
-    if signature::compute_signature(&fx.auth, &url, &reversed) != computed
-        || signature::compute_signature(&fx.auth, &url, &doubled) != computed
-    {
+    let expected = expected_signature(AUTH_TOKEN, &url, params);
+    let computed = code.compute_signature(&fx.auth, &url, params);
+    if computed != expected {
         violated(format_args!(
-            "compute_signature depends on parameter order or repetition"
+            "compute_signature({url:?}, {params:?}) gave {computed:?}, PROTOCOL.md §4 gives \
+             {expected:?}"
         ));
     }
 
     let header: Option<Vec<u8>> = match &input.header {
         SignatureHeader::Missing => None,
-        SignatureHeader::Computed => Some(computed.clone().into_bytes()),
+        SignatureHeader::Computed => Some(expected.clone().into_bytes()),
         SignatureHeader::PortVariant { with_port } => match &variants {
-            Ok((with, without)) => {
+            Some((with, without)) => {
                 let v = if *with_port { with } else { without };
-                Some(signature::compute_signature(&fx.auth, v, params).into_bytes())
+                Some(expected_signature(AUTH_TOKEN, v, params).into_bytes())
             }
-            Err(_) => Some(computed.clone().into_bytes()),
+            None => Some(expected.clone().into_bytes()),
         },
         SignatureHeader::OtherAuthToken => {
-            Some(signature::compute_signature(&fx.other_auth, &url, params).into_bytes())
+            Some(expected_signature(OTHER_AUTH_TOKEN, &url, params).into_bytes())
         }
         SignatureHeader::Edited(e) => {
-            let mut h = computed.clone().into_bytes();
+            let mut h = expected.clone().into_bytes();
             apply_edit(&mut h, *e);
             Some(h)
         }
         SignatureHeader::Raw(h) => Some(h.clone()),
     };
     let header = header.as_deref();
-    let result = signature::validate(&fx.auth, &url, params, body, header);
-    if result != signature::validate(&fx.auth, &url, &reversed, body, header) {
+    let result = code.validate(&fx.auth, &url, params, body, header);
+    let mut reversed = params.to_vec();
+    reversed.reverse();
+    let again = code.validate(&fx.auth, &url, &reversed, body, header);
+    if again != result {
         violated(format_args!(
-            "validate depends on the order of the parameters"
+            "validate gave {result:?}, then {again:?} with the parameters reversed"
         ));
     }
-
-    let hashes = query_values(&url, signature::BODY_HASH_PARAM);
-    let body_rule = match body {
-        None => hashes.is_empty(),
-        Some(b) => params.is_empty() && matches!(hashes.as_slice(), [h] if *h == sha256_hex(b)),
-    };
-    match header {
-        None if result != Err(SignatureError::Missing) => {
-            violated(format_args!("no header gave {result:?}"))
-        }
-        Some(h)
-            if h.len() > MAX_SIGNATURE_HEADER_BYTES && result != Err(SignatureError::Malformed) =>
-        {
-            violated(format_args!("a {}-byte header gave {result:?}", h.len()))
-        }
-        _ => {}
-    }
-    if result.is_ok() {
-        let Ok((with, without)) = &variants else {
-            violated(format_args!(
-                "accepted a URL without port variants: {url:?}"
-            ))
-        };
-        let matches_variant = [with, without]
-            .iter()
-            .any(|v| header == Some(signature::compute_signature(&fx.auth, v, params).as_bytes()));
-        if !matches_variant {
-            violated(format_args!(
-                "accepted a header that is not the signature of {url:?} or its port variant"
-            ));
-        }
-        if !body_rule {
-            violated(format_args!(
-                "accepted although the bodySHA256 rule does not hold for {url:?}"
-            ));
-        }
-    }
-    let should_accept = matches!(
-        input.header,
-        SignatureHeader::Computed | SignatureHeader::PortVariant { .. }
-    ) && variants.is_ok()
-        && body_rule;
-    if should_accept && result.is_err() {
+    let want = expected_validate(AUTH_TOKEN, &url, params, body, header);
+    if result != want {
         violated(format_args!(
-            "the signature compute_signature gives was refused with {result:?} for {url:?}"
-        ));
-    }
-    if input.header == SignatureHeader::OtherAuthToken && result.is_ok() {
-        violated(format_args!(
-            "a signature made with another auth token was accepted"
+            "validate({url:?}, {params:?}, body {}, header {:?}) gave {result:?}, \
+             PROTOCOL.md §4 gives {want:?}",
+            if body.is_some() { "given" } else { "none" },
+            header.map(String::from_utf8_lossy),
         ));
     }
     result.is_ok()
