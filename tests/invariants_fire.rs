@@ -15,15 +15,21 @@
 )] // tests: a panic is a failure
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::hmac;
 use streamguard::invariants::{
-    self, AUTH_TOKEN, Crate, SignatureCode, SignatureHeader, SignatureInput, SignedBody, SignedUrl,
+    self, AUTH_TOKEN, AccountChoice, ByteEdit, CallChoice, Crate, FixtureToken, SignatureCode,
+    SignatureHeader, SignatureInput, SignedBody, SignedUrl, TOKEN_KEY, TokenCode, TokenInput,
+    TokenMutation,
 };
-use streamguard::secret::AuthToken;
+use streamguard::secret::{AuthToken, KeySet, TokenKey};
+use streamguard::sid::{AccountSid, CallSid};
 use streamguard::signature::{self, SignatureError};
+use streamguard::time::UnixTime;
+use streamguard::token::{self, Claims, IssueError, TokenError};
 
 // ---------------------------------------------------------------------------------------------
 // Running an oracle
@@ -296,6 +302,301 @@ fn signature_oracle_catches_wrong_answers_of_validate() {
             },
             || {
                 invariants::signature_with(*wrong, input);
+            },
+            needle,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// token
+// ---------------------------------------------------------------------------------------------
+
+/// HMAC-SHA256 under the fuzz token key, of `label` and the documented MAC input.
+fn tag_with_label(
+    label: &[u8],
+    key_id: &[u8],
+    a: &AccountSid,
+    c: &CallSid,
+    expiry: &[u8],
+    nonce: &[u8],
+) -> hmac::Tag {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &TOKEN_KEY);
+    let mut ctx = hmac::Context::with_key(&key);
+    for part in [
+        label,
+        &[1],
+        key_id,
+        a.as_bytes(),
+        c.as_bytes(),
+        expiry,
+        nonce,
+    ] {
+        ctx.update(part);
+    }
+    ctx.sign()
+}
+
+const LABEL_V2: &[u8] = b"streamguard stream token v2\0";
+
+/// Issues and verifies tokens whose MAC covers another label: self-consistent (what it issues,
+/// it verifies, for the right call and account only), so only an oracle that knows the
+/// documented format can tell. A rolling deploy mixing it with the real code would refuse
+/// every token the other side issued.
+struct LabelV2;
+
+impl TokenCode for LabelV2 {
+    fn issue_with_nonce(
+        &self,
+        key: &TokenKey,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+        ttl: Duration,
+        nonce: [u8; 16],
+    ) -> Result<String, IssueError> {
+        let expiry = token::expiry(now, ttl)?.as_millis().to_be_bytes();
+        let key_id = key.id().to_bytes();
+        let tag = tag_with_label(LABEL_V2, &key_id, account, call, &expiry, &nonce);
+        Ok(URL_SAFE_NO_PAD.encode([&[1u8][..], &key_id, &expiry, &nonce, tag.as_ref()].concat()))
+    }
+
+    fn verify(
+        &self,
+        keys: &KeySet,
+        text: &str,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+    ) -> Result<Claims, TokenError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| TokenError::Encoding)?;
+        if text.len() != token::TOKEN_CHARS || raw.len() != token::TOKEN_BYTES {
+            return Err(TokenError::Length);
+        }
+        if raw[0] != 1 {
+            return Err(TokenError::Version);
+        }
+        let fuzz_key = TokenKey::from_bytes(&TOKEN_KEY).unwrap();
+        if raw[1..5] != fuzz_key.id().to_bytes() || keys.current().id() != fuzz_key.id() {
+            return Err(TokenError::UnknownKey);
+        }
+        let tag = tag_with_label(
+            LABEL_V2,
+            &raw[1..5],
+            account,
+            call,
+            &raw[5..13],
+            &raw[13..29],
+        );
+        if tag.as_ref() != &raw[29..] {
+            return Err(TokenError::BadMac);
+        }
+        let expires_at = UnixTime::from_millis(u64::from_be_bytes(raw[5..13].try_into().unwrap()));
+        if now >= expires_at {
+            return Err(TokenError::Expired);
+        }
+        Ok(Claims {
+            key_id: fuzz_key.id(),
+            expires_at,
+            nonce: raw[13..29].try_into().unwrap(),
+        })
+    }
+}
+
+/// Does not check the expiry.
+struct NoExpiry;
+
+impl TokenCode for NoExpiry {
+    fn verify(
+        &self,
+        keys: &KeySet,
+        text: &str,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+    ) -> Result<Claims, TokenError> {
+        // Checked as of one millisecond before the token's own expiry, whatever `now` is.
+        let as_of = URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|raw| {
+                raw.get(5..13)
+                    .map(|e| u64::from_be_bytes(e.try_into().unwrap()))
+            })
+            .map_or(now, |expiry| {
+                UnixTime::from_millis(expiry.saturating_sub(1))
+            });
+        token::verify(keys, text, account, call, as_of)
+    }
+}
+
+/// Verifies a token for its call whatever call it is presented for (the MAC does not cover
+/// the CallSid).
+struct IgnoresCall;
+
+impl TokenCode for IgnoresCall {
+    fn verify(
+        &self,
+        keys: &KeySet,
+        text: &str,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+    ) -> Result<Claims, TokenError> {
+        let other = CallSid::parse(invariants::OTHER_CALL).unwrap();
+        token::verify(keys, text, account, call, now)
+            .or_else(|_| token::verify(keys, text, account, &other, now))
+            .or_else(|_| {
+                token::verify(
+                    keys,
+                    text,
+                    account,
+                    &CallSid::parse(invariants::CALL).unwrap(),
+                    now,
+                )
+            })
+    }
+}
+
+/// Reads only the first 82 characters, so anything appended to a token is accepted.
+struct ReadsAPrefix;
+
+impl TokenCode for ReadsAPrefix {
+    fn verify(
+        &self,
+        keys: &KeySet,
+        text: &str,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+    ) -> Result<Claims, TokenError> {
+        token::verify(
+            keys,
+            text.get(..token::TOKEN_CHARS).unwrap_or(text),
+            account,
+            call,
+            now,
+        )
+    }
+}
+
+/// Decodes before checking the length: a wrong length is reported as an encoding error.
+struct DecodesFirst;
+
+impl TokenCode for DecodesFirst {
+    fn verify(
+        &self,
+        keys: &KeySet,
+        text: &str,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+    ) -> Result<Claims, TokenError> {
+        match token::verify(keys, text, account, call, now) {
+            Err(TokenError::Length) => Err(TokenError::Encoding),
+            other => other,
+        }
+    }
+}
+
+/// Issues with a TTL under a millisecond: a token expired on arrival.
+struct IssuesZeroTtl;
+
+impl TokenCode for IssuesZeroTtl {
+    fn issue_with_nonce(
+        &self,
+        key: &TokenKey,
+        account: &AccountSid,
+        call: &CallSid,
+        now: UnixTime,
+        ttl: Duration,
+        nonce: [u8; 16],
+    ) -> Result<String, IssueError> {
+        let ttl = if ttl.as_millis() == 0 {
+            Duration::from_millis(1)
+        } else {
+            ttl
+        };
+        token::issue_with_nonce(key, account, call, now, ttl, nonce).map(|t| t.as_str().to_owned())
+    }
+}
+
+fn mutation(ttl_us: u32, text_edits: Vec<ByteEdit>) -> TokenMutation {
+    TokenMutation {
+        account: AccountChoice::Configured,
+        call: CallChoice::Call,
+        issued_after_ms: 0,
+        ttl_us,
+        nonce: [7; 16],
+        text_edits,
+        raw_edits: vec![],
+    }
+}
+
+#[test]
+fn token_oracle_catches_a_changed_mac_label() {
+    let input = mutation(60_000_000, vec![]);
+    assert_fires(
+        "MAC label v2 in issue and verify",
+        || invariants::token_mutation_with(&Crate, &input),
+        || invariants::token_mutation_with(&LabelV2, &input),
+        "is not the documented format's",
+    );
+    // The oracle's own format is the one the independent Python vectors pin
+    // (tests/token.rs checks expected_token against tests/data/token-vectors.json).
+}
+
+#[test]
+fn token_oracles_catch_wrong_verification() {
+    let fixture = |t| TokenInput::Verify(invariants::fixture_token(t).to_owned());
+    let cases: Vec<(&str, &dyn TokenCode, TokenInput, &str)> = vec![
+        (
+            "accepts an expired fixture token",
+            &NoExpiry,
+            fixture(FixtureToken::Expired),
+            "Expired verified for",
+        ),
+        (
+            "accepts the token of another call",
+            &IgnoresCall,
+            fixture(FixtureToken::OtherCall),
+            "OtherCall verified for",
+        ),
+        (
+            "a fresh token verifies for another call",
+            &IgnoresCall,
+            TokenInput::Mutation(mutation(60_000_000, vec![])),
+            "verifies for another call",
+        ),
+        (
+            "accepts a token with a character appended",
+            &ReadsAPrefix,
+            TokenInput::Mutation(mutation(60_000_000, vec![ByteEdit::Insert(82, b'A')])),
+            "altered token",
+        ),
+        (
+            "reports a wrong length as an encoding error",
+            &DecodesFirst,
+            TokenInput::Verify("not-a-token".to_owned()),
+            "not a length error",
+        ),
+        (
+            "issues a token with a TTL under a millisecond",
+            &IssuesZeroTtl,
+            TokenInput::Mutation(mutation(999, vec![])),
+            "issuing with a TTL of",
+        ),
+    ];
+    for (what, wrong, input, needle) in &cases {
+        assert_fires(
+            what,
+            || {
+                invariants::token_with(&Crate, input);
+            },
+            || {
+                invariants::token_with(*wrong, input);
             },
             needle,
         );

@@ -135,6 +135,19 @@ fn known_answers_issue_exactly_and_verify() {
         )
         .unwrap();
         assert_eq!(issued.as_str(), v.token, "{}", v.id);
+        // The token fuzz target's oracle builds the same bytes from the documented format.
+        assert_eq!(
+            streamguard::invariants::expected_token(
+                &hex(&v.key),
+                &v.account,
+                &v.call,
+                v.expires_at_ms,
+                &nonce
+            ),
+            v.token,
+            "{}",
+            v.id
+        );
         let keys = KeySet::single(key);
         assert_eq!(v.valid_at_ms.len(), 2, "{}", v.id);
         for at in &v.valid_at_ms {

@@ -79,7 +79,10 @@ pub use signature::{
     expected_signature, expected_validate, expected_variants, signature, signature_with,
 };
 pub use start_frame::{StartOutcome, start_frame};
-pub use token::{TokenInput, TokenMutation, token, token_mutation, token_verify};
+pub use token::{
+    TokenCode, TokenInput, TokenMutation, expected_token, token, token_mutation,
+    token_mutation_with, token_verify, token_verify_with, token_with,
+};
 pub use twiml::twiml;
 pub use upgrade_request::{
     HeaderName, HttpMethod, PolicyUrl, UpgradeHeader, UpgradeInput, UpgradeOutcome, UpgradeTarget,
