@@ -23,13 +23,14 @@ use ring::hmac;
 use streamguard::invariants::{
     self, AUTH_TOKEN, AccountChoice, ByteEdit, CallChoice, Crate, FixtureToken, SignatureCode,
     SignatureHeader, SignatureInput, SignedBody, SignedUrl, TOKEN_KEY, TokenCode, TokenInput,
-    TokenMutation,
+    TokenMutation, TwimlCode,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::sid::{AccountSid, CallSid};
 use streamguard::signature::{self, SignatureError};
 use streamguard::time::UnixTime;
 use streamguard::token::{self, Claims, IssueError, TokenError};
+use streamguard::wire::twiml::{self, StreamTwiml, TwimlError};
 
 // ---------------------------------------------------------------------------------------------
 // Running an oracle
@@ -597,6 +598,146 @@ fn token_oracles_catch_wrong_verification() {
             },
             || {
                 invariants::token_with(*wrong, input);
+            },
+            needle,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// twiml
+// ---------------------------------------------------------------------------------------------
+
+/// The crate's renderer, with its output or its answer changed by `edit`.
+struct EditedRender(fn(&StreamTwiml, Result<String, TwimlError>) -> Result<String, TwimlError>);
+
+impl TwimlCode for EditedRender {
+    fn render(&self, t: &StreamTwiml) -> Result<String, TwimlError> {
+        (self.0)(t, twiml::render(t))
+    }
+}
+
+const STREAM_URL: &str = "wss://streamguard.example/voice/stream";
+
+#[test]
+fn twiml_oracle_catches_wrong_renderings() {
+    let good = || {
+        StreamTwiml::connect(STREAM_URL)
+            .parameter("token", "t")
+            .parameter("x", "a\nb&c")
+    };
+    let cases: Vec<(&str, EditedRender, StreamTwiml, &str)> = vec![
+        (
+            "renders a URL with a query (the query stripped)",
+            EditedRender(|t, r| match r {
+                Err(TwimlError::UrlHasQuery) => twiml::render(&StreamTwiml {
+                    url: t.url.split('?').next().unwrap().to_owned(),
+                    ..t.clone()
+                }),
+                other => other,
+            }),
+            StreamTwiml::connect(format!("{STREAM_URL}?token=t")),
+            "render accepted an input with problems [UrlHasQuery]",
+        ),
+        (
+            "renders a URL without a host",
+            EditedRender(|t, r| match r {
+                Err(TwimlError::UrlScheme) => Ok(format!(
+                    r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{}" /></Connect></Response>"#,
+                    t.url
+                )),
+                other => other,
+            }),
+            StreamTwiml::connect("wss://user@/voice/stream"),
+            "render accepted an input with problems [UrlScheme]",
+        ),
+        (
+            "refuses a good input",
+            EditedRender(|_, _| Err(TwimlError::UrlScheme)),
+            good(),
+            "render refused with UrlScheme, but the input's problems are []",
+        ),
+        (
+            "refuses a repeated parameter name with the wrong error",
+            EditedRender(|_, r| r.map_err(|_| TwimlError::UrlHasQuery)),
+            good().parameter("token", "again"),
+            "render refused with UrlHasQuery",
+        ),
+        (
+            "indents the document",
+            EditedRender(|_, r| r.map(|x| x.replace("<Connect>", "\n  <Connect>"))),
+            good(),
+            "raw tab or line break",
+        ),
+        (
+            "a space between elements",
+            EditedRender(|_, r| r.map(|x| x.replace("<Connect>", " <Connect>"))),
+            good(),
+            "non-element node",
+        ),
+        (
+            "no XML declaration",
+            EditedRender(|_, r| {
+                r.map(|x| x.replace(r#"<?xml version="1.0" encoding="UTF-8"?>"#, ""))
+            }),
+            good(),
+            "does not start with the declaration",
+        ),
+        (
+            "an unescaped ampersand",
+            EditedRender(|_, r| r.map(|x| x.replace("&amp;", "&"))),
+            good(),
+            "is not XML",
+        ),
+        (
+            "a line feed escaped as a space",
+            EditedRender(|_, r| r.map(|x| x.replace("&#10;", " "))),
+            good(),
+            "<Parameter>",
+        ),
+        (
+            "a parameter dropped",
+            EditedRender(|t, _| {
+                let mut fewer = t.clone();
+                fewer.parameters.pop();
+                twiml::render(&fewer)
+            }),
+            good(),
+            "<Parameter>s for 2 parameters",
+        ),
+        (
+            "<Start> instead of <Connect>",
+            EditedRender(|_, r| r.map(|x| x.replace("Connect>", "Start>"))),
+            good(),
+            "is not <Response><Connect>",
+        ),
+        (
+            "attributes out of order",
+            EditedRender(|_, r| {
+                r.map(|x| {
+                    x.replace(
+                        r#"name="call 1" track="both_tracks""#,
+                        r#"track="both_tracks" name="call 1""#,
+                    )
+                })
+            }),
+            StreamTwiml {
+                verb: twiml::Verb::Start,
+                name: Some("call 1".to_owned()),
+                track: Some(twiml::Track::Both),
+                ..good()
+            },
+            "<Stream> attributes",
+        ),
+    ];
+    for (what, wrong, input, needle) in &cases {
+        assert_fires(
+            what,
+            || {
+                invariants::twiml_with(&Crate, input);
+            },
+            || {
+                invariants::twiml_with(wrong, input);
             },
             needle,
         );

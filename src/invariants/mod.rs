@@ -83,7 +83,7 @@ pub use token::{
     TokenCode, TokenInput, TokenMutation, expected_token, token, token_mutation,
     token_mutation_with, token_verify, token_verify_with, token_with,
 };
-pub use twiml::twiml;
+pub use twiml::{TwimlCode, stream_url_problems, twiml, twiml_with};
 pub use upgrade_request::{
     HeaderName, HttpMethod, PolicyUrl, UpgradeHeader, UpgradeInput, UpgradeOutcome, UpgradeTarget,
     WEBSOCKET_KEY, check_upgrade, upgrade_request, upgrade_signature,

@@ -2,7 +2,20 @@
 
 use crate::wire::twiml::{self, Field, StreamTwiml, Track, TwimlError, Verb};
 
+use super::Crate;
 use super::fixtures::violated;
+
+/// The code the `twiml` target checks: by default the crate's own renderer. A test implements
+/// it with a deliberately wrong one, to show the oracle rejects it
+/// (`tests/invariants_fire.rs`).
+pub trait TwimlCode {
+    /// [`twiml::render`].
+    fn render(&self, t: &StreamTwiml) -> Result<String, TwimlError> {
+        twiml::render(t)
+    }
+}
+
+impl TwimlCode for Crate {}
 
 /// XML 1.0 §2.2 `Char`, written out here rather than taken from [`twiml::is_xml_char`].
 fn xml_allows(c: char) -> bool {
@@ -10,32 +23,64 @@ fn xml_allows(c: char) -> bool {
     matches!(u, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x0010_FFFF)
 }
 
-/// The errors `render` may justly return for `t` (empty: it must succeed).
-fn twiml_problems(t: &StreamTwiml) -> Vec<TwimlError> {
+/// The problems of a `<Stream url>`, stated from the standards rather than taken from
+/// `twiml::render`: a WebSocket URI is the scheme `ws` or `wss` (case-insensitive, RFC 3986
+/// §3.1), then `//` and an authority that names a host (RFC 6455 §3; RFC 3986 §3.2: the
+/// authority ends at the first `/`, `?` or `#`, its userinfo at the last `@`, and the host
+/// is a bracketed IPv6 literal or what precedes the port's `:`), else [`TwimlError::UrlScheme`];
+/// a query (a `?` before any `#`, RFC 3986 §3.4), which Twilio drops (`PROTOCOL.md` §1.3,
+/// error 31920), is [`TwimlError::UrlHasQuery`]; a fragment (`#`), which RFC 6455 §3 says
+/// "MUST NOT be used", is [`TwimlError::UrlHasFragment`]; a character XML 1.0 forbids is
+/// [`TwimlError::ForbiddenCharacter`]. `tests/twiml.rs` holds this statement to a table of
+/// hand-written URLs and to the URLs of the twilio-python vectors.
+pub fn stream_url_problems(url: &str) -> Vec<TwimlError> {
     let mut p = Vec::new();
-    // `wss://` or `ws://` (any case), then a host: something that does not start with `/`.
-    let url = t.url.as_bytes();
-    let after_scheme = [b"wss://".as_slice(), b"ws://"].iter().find_map(|scheme| {
-        url.get(..scheme.len())
-            .filter(|head| head.eq_ignore_ascii_case(scheme))
-            .and_then(|_| url.get(scheme.len()..))
+    let hier_part = url.split_once(':').and_then(|(scheme, rest)| {
+        let websocket = ["ws", "wss"].iter().any(|s| scheme.eq_ignore_ascii_case(s));
+        websocket.then(|| rest.strip_prefix("//")).flatten()
     });
-    if after_scheme.is_none_or(|rest| rest.first().is_none_or(|&b| b == b'/')) {
+    let names_a_host = hier_part.is_some_and(|hier| {
+        let authority_end = hier.find(['/', '?', '#']).unwrap_or(hier.len());
+        let authority = hier.get(..authority_end).unwrap_or_default();
+        let after_userinfo = match authority.rfind('@') {
+            Some(at) => authority.get(at.saturating_add(1)..).unwrap_or_default(),
+            None => authority,
+        };
+        let host = match after_userinfo.strip_prefix('[') {
+            Some(literal) => literal
+                .split(']')
+                .next()
+                .map_or(0, |inside| inside.len().saturating_add(1)),
+            None => after_userinfo.find(':').unwrap_or(after_userinfo.len()),
+        };
+        host > 0
+    });
+    if !names_a_host {
         p.push(TwimlError::UrlScheme);
     }
-    if t.url.contains('?') {
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((before, _)) => (before, true),
+        None => (url, false),
+    };
+    if before_fragment.contains('?') {
         p.push(TwimlError::UrlHasQuery);
     }
-    if t.url.contains('#') {
+    if fragment {
         p.push(TwimlError::UrlHasFragment);
     }
+    if !url.chars().all(xml_allows) {
+        p.push(TwimlError::ForbiddenCharacter(Field::Url));
+    }
+    p
+}
+
+/// The errors `render` may justly return for `t` (empty: it must succeed).
+fn twiml_problems(t: &StreamTwiml) -> Vec<TwimlError> {
+    let mut p = stream_url_problems(&t.url);
     if t.verb == Verb::Connect && t.track.is_some_and(|tr| tr != Track::Inbound) {
         p.push(TwimlError::TrackNotAllowed);
     }
     let bad = |s: &str| !s.chars().all(xml_allows);
-    if bad(&t.url) {
-        p.push(TwimlError::ForbiddenCharacter(Field::Url));
-    }
     if t.name.as_deref().is_some_and(bad) {
         p.push(TwimlError::ForbiddenCharacter(Field::Name));
     }
@@ -66,7 +111,7 @@ fn elements<'a, 'input>(n: roxmltree::Node<'a, 'input>) -> Vec<roxmltree::Node<'
 /// Target `twiml`: [`twiml::render`] of `t`.
 ///
 /// Invariants: rendering is deterministic; it fails exactly when the input has a problem
-/// (a URL that is not `ws(s)://` and a host, has a query or fragment; a track other than
+/// (a URL with one of the [`stream_url_problems`] stated from RFC 6455 and RFC 3986; a track other than
 /// `inbound_track` under `<Connect>`; an empty or repeated parameter name; a character XML
 /// 1.0 forbids), and then with one of that input's problems; a rendered document starts
 /// with the XML declaration, holds no raw tab, newline or carriage return, parses with
@@ -74,8 +119,13 @@ fn elements<'a, 'input>(n: roxmltree::Node<'a, 'input>) -> Vec<roxmltree::Node<'
 /// attributes given (in ascending name order) and one `<Parameter name value>` per
 /// parameter, and every value reads back exactly as given.
 pub fn twiml(t: &StreamTwiml) -> bool {
-    let rendered = twiml::render(t);
-    if rendered != twiml::render(t) {
+    twiml_with(&Crate, t)
+}
+
+/// [`twiml()`] over `code`.
+pub fn twiml_with<C: TwimlCode + ?Sized>(code: &C, t: &StreamTwiml) -> bool {
+    let rendered = code.render(t);
+    if rendered != code.render(t) {
         violated(format_args!("twiml::render is not deterministic"));
     }
     let problems = twiml_problems(t);
