@@ -14,6 +14,7 @@
     clippy::arithmetic_side_effects
 )] // tests: a panic is a failure
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -23,13 +24,16 @@ use ring::hmac;
 use streamguard::invariants::{
     self, AUTH_TOKEN, AccountChoice, ByteEdit, CallChoice, Crate, FixtureToken, SignatureCode,
     SignatureHeader, SignatureInput, SignedBody, SignedUrl, TOKEN_KEY, TokenCode, TokenInput,
-    TokenMutation, TwimlCode,
+    TokenMutation, TwimlCode, UpgradeCode, UpgradeHeader, UpgradeInput, UpgradeTarget,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::sid::{AccountSid, CallSid};
 use streamguard::signature::{self, SignatureError};
 use streamguard::time::UnixTime;
 use streamguard::token::{self, Claims, IssueError, TokenError};
+use streamguard::upgrade::{
+    self, Accepted, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject,
+};
 use streamguard::wire::twiml::{self, StreamTwiml, TwimlError};
 
 // ---------------------------------------------------------------------------------------------
@@ -742,4 +746,234 @@ fn twiml_oracle_catches_wrong_renderings() {
             needle,
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// upgrade_request, upgrade_request_raw
+// ---------------------------------------------------------------------------------------------
+
+/// Never checks the signature.
+struct NoSignatureCheck;
+
+impl UpgradeCode for NoSignatureCheck {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        upgrade::decide(
+            head,
+            &UpgradePolicy {
+                mode: SignatureMode::Off,
+                ..*policy
+            },
+        )
+    }
+}
+
+/// Signs against the host a proxy header names, instead of the configured URL.
+struct TrustsForwardedHost;
+
+impl UpgradeCode for TrustsForwardedHost {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        let forwarded = head
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-host"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        match forwarded {
+            Some(host) => {
+                let url = format!("wss://{host}{}", policy.stream_path);
+                upgrade::decide(
+                    head,
+                    &UpgradePolicy {
+                        signed_url: &url,
+                        ..*policy
+                    },
+                )
+            }
+            None => upgrade::decide(head, policy),
+        }
+    }
+}
+
+/// Answers with a `Sec-WebSocket-Accept` computed without RFC 6455's GUID.
+struct AcceptKeyWithoutGuid;
+
+impl UpgradeCode for AcceptKeyWithoutGuid {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        upgrade::decide(head, policy).map(|mut a| {
+            let key = head
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &key);
+            a.accept_key = STANDARD.encode(digest.as_ref());
+            a
+        })
+    }
+}
+
+/// Answers 503 (capacity is the server's decision, not this one's).
+struct Busy;
+
+impl UpgradeCode for Busy {
+    fn decide(&self, _: &RequestHead, _: &UpgradePolicy<'_>) -> Result<Accepted, UpgradeReject> {
+        Err(UpgradeReject::PendingFull)
+    }
+}
+
+/// Checks the method before the path: a POST to another path is a 405, not a 404.
+struct MethodFirst;
+
+impl UpgradeCode for MethodFirst {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        if head.method != "GET" {
+            return Err(UpgradeReject::Method);
+        }
+        upgrade::decide(head, policy)
+    }
+}
+
+/// `if-present` refuses what `required` accepts.
+struct StricterIfPresent;
+
+impl UpgradeCode for StricterIfPresent {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        if policy.mode == SignatureMode::IfPresent {
+            return Err(UpgradeReject::Signature(SignatureError::Mismatch));
+        }
+        upgrade::decide(head, policy)
+    }
+}
+
+/// Answers differently the second time it is asked.
+struct Flaky(Cell<u32>);
+
+impl UpgradeCode for Flaky {
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() == 2 {
+            return Err(UpgradeReject::NotFound);
+        }
+        upgrade::decide(head, policy)
+    }
+}
+
+fn handshake(extra: Vec<UpgradeHeader>) -> UpgradeInput {
+    let mut headers = vec![
+        UpgradeHeader::Upgrade,
+        UpgradeHeader::Connection,
+        UpgradeHeader::Version,
+        UpgradeHeader::Key,
+    ];
+    headers.extend(extra);
+    UpgradeInput {
+        policy: invariants::PolicyUrl::NoPort,
+        method: invariants::HttpMethod::Get,
+        target: UpgradeTarget::StreamPath,
+        headers,
+    }
+}
+
+#[test]
+fn upgrade_oracles_catch_wrong_decisions() {
+    let signed = || handshake(vec![UpgradeHeader::Signature { with_port: false }]);
+    let evil_url = "wss://evil.example/voice/stream";
+    let flaky = Flaky(Cell::new(0));
+    let cases: Vec<(&str, &dyn UpgradeCode, UpgradeInput, &str)> = vec![
+        (
+            "accepts an unsigned upgrade under required",
+            &NoSignatureCheck,
+            handshake(vec![]),
+            "accepted with mode required and 0 X-Twilio-Signature",
+        ),
+        (
+            "signs against X-Forwarded-Host",
+            &TrustsForwardedHost,
+            handshake(vec![
+                UpgradeHeader::Named {
+                    name: invariants::HeaderName::XForwardedHost,
+                    lowercase: false,
+                    value: b"evil.example".to_vec(),
+                },
+                UpgradeHeader::Named {
+                    name: invariants::HeaderName::XTwilioSignature,
+                    lowercase: false,
+                    value: invariants::expected_signature(AUTH_TOKEN, evil_url, &[]).into_bytes(),
+                },
+            ]),
+            "do not match the policy URL",
+        ),
+        (
+            "Sec-WebSocket-Accept without the GUID",
+            &AcceptKeyWithoutGuid,
+            signed(),
+            "Sec-WebSocket-Accept is not RFC 6455's",
+        ),
+        ("answers 503", &Busy, signed(), "decide answered 503"),
+        (
+            "405 for another path",
+            &MethodFirst,
+            UpgradeInput {
+                method: invariants::HttpMethod::Post,
+                target: UpgradeTarget::Raw("/other".to_owned()),
+                ..signed()
+            },
+            "not 404",
+        ),
+        (
+            "if-present stricter than required",
+            &StricterIfPresent,
+            signed(),
+            "accepted with required but not if-present",
+        ),
+        ("not deterministic", &flaky, signed(), "not deterministic"),
+    ];
+    for (what, wrong, input, needle) in &cases {
+        assert_fires(
+            what,
+            || {
+                invariants::upgrade_request_with(&Crate, input);
+            },
+            || {
+                invariants::upgrade_request_with(*wrong, input);
+            },
+            needle,
+        );
+    }
+    // The raw target shares the oracle.
+    let raw = b"GET /voice/stream HTTP/1.1\r\nHost: streamguard.example\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    assert_fires(
+        "raw: accepts an unsigned upgrade under required",
+        || assert!(invariants::upgrade_request_raw_with(&Crate, raw).is_some()),
+        || {
+            invariants::upgrade_request_raw_with(&NoSignatureCheck, raw);
+        },
+        "accepted with mode required and 0 X-Twilio-Signature",
+    );
 }

@@ -85,7 +85,8 @@ pub use token::{
 };
 pub use twiml::{TwimlCode, stream_url_problems, twiml, twiml_with};
 pub use upgrade_request::{
-    HeaderName, HttpMethod, PolicyUrl, UpgradeHeader, UpgradeInput, UpgradeOutcome, UpgradeTarget,
-    WEBSOCKET_KEY, check_upgrade, upgrade_request, upgrade_signature,
+    HeaderName, HttpMethod, PolicyUrl, UpgradeCode, UpgradeHeader, UpgradeInput, UpgradeOutcome,
+    UpgradeTarget, WEBSOCKET_KEY, check_upgrade, check_upgrade_with, upgrade_request,
+    upgrade_request_with, upgrade_signature,
 };
-pub use upgrade_request_raw::upgrade_request_raw;
+pub use upgrade_request_raw::{upgrade_request_raw, upgrade_request_raw_with};

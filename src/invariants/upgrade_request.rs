@@ -7,9 +7,27 @@ use ring::digest;
 
 use crate::limits::MAX_REQUEST_TARGET_BYTES;
 use crate::signature;
-use crate::upgrade::{self, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject};
+use crate::upgrade::{self, Accepted, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject};
 
-use super::fixtures::{FixtureToken, STREAM_PATH, fixture_token, fixtures, violated};
+use super::Crate;
+use super::fixtures::{AUTH_TOKEN, FixtureToken, STREAM_PATH, fixture_token, fixtures, violated};
+use super::signature::expected_signature;
+
+/// The code the upgrade targets check: by default the crate's own decision. A test implements
+/// it with a deliberately wrong one, to show the oracle rejects it
+/// (`tests/invariants_fire.rs`).
+pub trait UpgradeCode {
+    /// [`upgrade::decide`].
+    fn decide(
+        &self,
+        head: &RequestHead,
+        policy: &UpgradePolicy<'_>,
+    ) -> Result<Accepted, UpgradeReject> {
+        upgrade::decide(head, policy)
+    }
+}
+
+impl UpgradeCode for Crate {}
 
 /// The `Sec-WebSocket-Key` of RFC 6455 §1.3's example, used by [`UpgradeHeader::Key`].
 pub const WEBSOCKET_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -72,7 +90,8 @@ impl PolicyUrl {
 }
 
 /// The `X-Twilio-Signature` Twilio would send for an upgrade of `target` under `policy`,
-/// computed over the URL with the port (`with_port`) or without it.
+/// computed over the URL with the port (`with_port`) or without it (by the signature oracle,
+/// [`expected_signature`], not by `crate::signature`).
 pub fn upgrade_signature(policy: PolicyUrl, target: &str, with_port: bool) -> String {
     let urls = policy.urls();
     let base = if with_port {
@@ -84,7 +103,7 @@ pub fn upgrade_signature(policy: PolicyUrl, target: &str, with_port: bool) -> St
         Some((_, q)) => format!("{base}?{q}"),
         None => base.to_owned(),
     };
-    signature::compute_signature::<&str, &str>(&fixtures().auth, &url, &[])
+    expected_signature(AUTH_TOKEN, &url, &[])
 }
 
 /// The request method.
@@ -268,7 +287,15 @@ pub struct UpgradeOutcome {
 /// Target `upgrade_request`: the request head the input describes into [`upgrade::decide`],
 /// under each [`SignatureMode`]. See [`check_upgrade`] for the invariants.
 pub fn upgrade_request(input: &UpgradeInput) -> UpgradeOutcome {
-    check_upgrade(&input.head(), input.policy)
+    upgrade_request_with(&Crate, input)
+}
+
+/// [`upgrade_request`] over `code`.
+pub fn upgrade_request_with<C: UpgradeCode + ?Sized>(
+    code: &C,
+    input: &UpgradeInput,
+) -> UpgradeOutcome {
+    check_upgrade_with(code, &input.head(), input.policy)
 }
 
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2), computed here independently.
@@ -290,12 +317,22 @@ fn accept_key_for(key: &[u8]) -> String {
 /// - an accepted request is a `GET` of the stream path with exactly one `Sec-WebSocket-Key`,
 ///   base64 of 16 bytes, and the answer's `Sec-WebSocket-Accept` is the RFC 6455 one;
 /// - with `required`, an accepted request has exactly one `X-Twilio-Signature`, byte for byte
-///   the signature of the policy URL (with or without its port, written out by hand here,
-///   never taken from `Host` or `X-Forwarded-*`) plus `?query` if the target has one; with
+///   the signature ([`expected_signature`], the signature oracle's, not the crate's) of the
+///   policy URL (with or without its port, written out by hand here, never taken from `Host`
+///   or `X-Forwarded-*`) plus `?query` if the target has one; with
 ///   `if-present`, the same or no such header at all;
 /// - a request accepted with `required` is accepted the same way with `if-present`, and one
 ///   accepted with `if-present` the same way with `off`.
 pub fn check_upgrade(head: &RequestHead, policy: PolicyUrl) -> UpgradeOutcome {
+    check_upgrade_with(&Crate, head, policy)
+}
+
+/// [`check_upgrade`] over `code`.
+pub fn check_upgrade_with<C: UpgradeCode + ?Sized>(
+    code: &C,
+    head: &RequestHead,
+    policy: PolicyUrl,
+) -> UpgradeOutcome {
     let fx = fixtures();
     let urls = policy.urls();
     let decide = |mode| {
@@ -305,9 +342,9 @@ pub fn check_upgrade(head: &RequestHead, policy: PolicyUrl) -> UpgradeOutcome {
             auth: &fx.auth,
             mode,
         };
-        let first = upgrade::decide(head, &p);
+        let first = code.decide(head, &p);
         // Determinism is checked in the mode that runs every check.
-        if mode == SignatureMode::Required && first != upgrade::decide(head, &p) {
+        if mode == SignatureMode::Required && first != code.decide(head, &p) {
             violated(format_args!("upgrade::decide is not deterministic"));
         }
         first
@@ -341,7 +378,7 @@ pub fn check_upgrade(head: &RequestHead, policy: PolicyUrl) -> UpgradeOutcome {
                 Some(q) => format!("{base}?{q}"),
                 None => (*base).to_owned(),
             };
-            signature::compute_signature::<&str, &str>(&fx.auth, &url, &[]).as_bytes() == *v
+            expected_signature(AUTH_TOKEN, &url, &[]).as_bytes() == *v
         }),
         _ => false,
     };

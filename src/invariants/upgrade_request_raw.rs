@@ -3,7 +3,8 @@
 
 use crate::upgrade::RequestHead;
 
-use super::upgrade_request::{PolicyUrl, UpgradeOutcome, check_upgrade};
+use super::Crate;
+use super::upgrade_request::{PolicyUrl, UpgradeCode, UpgradeOutcome, check_upgrade_with};
 
 #[cfg(doc)]
 use crate::upgrade::{self, SignatureMode};
@@ -16,6 +17,14 @@ const RAW_MAX_HEADERS: usize = 32;
 /// [`SignatureMode`]. Input that is not a complete request head is not a request and is
 /// skipped. See [`check_upgrade`] for the invariants.
 pub fn upgrade_request_raw(data: &[u8]) -> Option<UpgradeOutcome> {
+    upgrade_request_raw_with(&Crate, data)
+}
+
+/// [`upgrade_request_raw`] over `code`.
+pub fn upgrade_request_raw_with<C: UpgradeCode + ?Sized>(
+    code: &C,
+    data: &[u8],
+) -> Option<UpgradeOutcome> {
     let mut headers = [httparse::EMPTY_HEADER; RAW_MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(data) {
@@ -31,5 +40,5 @@ pub fn upgrade_request_raw(data: &[u8]) -> Option<UpgradeOutcome> {
             .map(|h| (h.name.to_owned(), h.value.to_vec()))
             .collect(),
     };
-    Some(check_upgrade(&head, PolicyUrl::NoPort))
+    Some(check_upgrade_with(code, &head, PolicyUrl::NoPort))
 }
