@@ -22,11 +22,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::hmac;
 use streamguard::invariants::{
-    self, AUTH_TOKEN, AccountChoice, ByteEdit, CallChoice, Crate, FixtureToken, SignatureCode,
-    SignatureHeader, SignatureInput, SignedBody, SignedUrl, TOKEN_KEY, TokenCode, TokenInput,
+    self, AUTH_TOKEN, AccountChoice, ByteEdit, CallChoice, Crate, FixtureToken, SessionCode,
+    SessionEvent, SessionInput, SignatureCode, SignatureHeader, SignatureInput, SignedBody,
+    SignedUrl, StartSpec, Step, StreamChoice, TOKEN_KEY, TokenChoice, TokenCode, TokenInput,
     TokenMutation, TwimlCode, UpgradeCode, UpgradeHeader, UpgradeInput, UpgradeTarget,
+    UrlTokenChoice,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
+use streamguard::session::{AuthContext, CloseCode, Event, Output, Reason, Session, StreamInfo};
 use streamguard::sid::{AccountSid, CallSid};
 use streamguard::signature::{self, SignatureError};
 use streamguard::time::UnixTime;
@@ -34,6 +37,7 @@ use streamguard::token::{self, Claims, IssueError, TokenError};
 use streamguard::upgrade::{
     self, Accepted, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject,
 };
+use streamguard::wire::frames::{self, FrameError, Inbound, StartFrame};
 use streamguard::wire::twiml::{self, StreamTwiml, TwimlError};
 
 // ---------------------------------------------------------------------------------------------
@@ -976,4 +980,443 @@ fn upgrade_oracles_catch_wrong_decisions() {
         },
         "accepted with mode required and 0 X-Twilio-Signature",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// start_frame, session (and the shared checks of an authenticated stream)
+// ---------------------------------------------------------------------------------------------
+
+/// The crate's state machine, with each answer passed through `alter(state before, event,
+/// the crate's answer)`.
+struct Altered(fn(&Session, Event<'_>, Transition) -> Transition);
+
+/// What `Session::handle` answers: the next state and the output.
+type Transition = (Session, Output);
+
+impl SessionCode for Altered {
+    fn handle(
+        &self,
+        session: Session,
+        event: Event<'_>,
+        now: UnixTime,
+        ctx: &AuthContext<'_>,
+    ) -> (Session, Output) {
+        let before = session.clone();
+        let answer = session.handle(event, now, ctx);
+        (self.0)(&before, event, answer)
+    }
+}
+
+/// The crate's code, with the close code of one reason changed.
+struct CloseCodeOf(fn(Reason) -> CloseCode);
+
+impl SessionCode for CloseCodeOf {
+    fn close_code(&self, reason: Reason) -> CloseCode {
+        (self.0)(reason)
+    }
+}
+
+/// The crate's parser with its answer passed through `alter(text, the crate's answer)`.
+struct AlteredParser(fn(&str, Result<Inbound, FrameError>) -> Result<Inbound, FrameError>);
+
+impl SessionCode for AlteredParser {
+    fn parse_inbound(&self, text: &str, max_bytes: usize) -> Result<Inbound, FrameError> {
+        (self.0)(text, frames::parse_inbound(text, max_bytes))
+    }
+}
+
+/// A parser that answers differently the second time.
+struct FlakyParser(Cell<u32>);
+
+impl SessionCode for FlakyParser {
+    fn parse_inbound(&self, text: &str, max_bytes: usize) -> Result<Inbound, FrameError> {
+        self.0.set(self.0.get() + 1);
+        if self.0.get() == 2 {
+            return Err(FrameError::Syntax);
+        }
+        frames::parse_inbound(text, max_bytes)
+    }
+}
+
+fn text_of<'a>(event: &Event<'a>) -> Option<Inbound> {
+    match event {
+        Event::Text(t) => frames::parse_inbound(t, usize::MAX).ok(),
+        _ => None,
+    }
+}
+
+/// What the application would learn from `start`, token included.
+fn info_of(start: &StartFrame) -> StreamInfo {
+    StreamInfo {
+        account_sid: start.start.account_sid,
+        call_sid: start.start.call_sid,
+        stream_sid: start.stream_sid,
+        tracks: start.start.tracks.clone(),
+        custom_parameters: start.start.custom_parameters.clone(),
+        media_format: start.start.media_format.clone(),
+    }
+}
+
+fn authenticate(start: &StartFrame) -> (Session, Output) {
+    let info = info_of(start);
+    (
+        Session::Streaming(info.clone()),
+        Output::Authenticated(info),
+    )
+}
+
+fn steps(events: Vec<(bool, SessionEvent)>) -> SessionInput {
+    SessionInput {
+        first_url: UrlTokenChoice::None,
+        second_url: UrlTokenChoice::None,
+        steps: events
+            .into_iter()
+            .map(|(second, event)| Step { second, event })
+            .collect(),
+    }
+}
+
+fn on_first(events: Vec<SessionEvent>) -> SessionInput {
+    steps(events.into_iter().map(|e| (false, e)).collect())
+}
+
+fn valid_start() -> SessionEvent {
+    SessionEvent::Start(StartSpec::valid())
+}
+
+fn start_with(f: impl FnOnce(&mut StartSpec)) -> SessionEvent {
+    let mut spec = StartSpec::valid();
+    f(&mut spec);
+    SessionEvent::Start(spec)
+}
+
+#[test]
+fn session_oracle_catches_wrong_state_machines() {
+    let media = SessionEvent::Media(StreamChoice::Stream);
+    let cases: Vec<(&str, &dyn SessionCode, SessionInput, &str)> = vec![
+        (
+            "media delivered before start",
+            &Altered(|before, e, answer| match (before, text_of(&e)) {
+                (Session::AwaitingStart { .. }, Some(Inbound::Media(m))) => {
+                    (before.clone(), Output::Media(m))
+                }
+                _ => answer,
+            }),
+            on_first(vec![media.clone()]),
+            "reached the application before authentication",
+        ),
+        (
+            "authenticates without the replay store: a token twice",
+            &Altered(|_, _, answer| match answer {
+                (Session::Redeeming(info), Output::Redeem(_)) => (
+                    Session::Streaming(info.clone()),
+                    Output::Authenticated(info),
+                ),
+                other => other,
+            }),
+            steps(vec![(false, valid_start()), (true, valid_start())]),
+            "opened a second stream (single use)",
+        ),
+        (
+            "authenticates without the replay store: a token it never minted",
+            &Altered(|_, _, answer| match answer {
+                (Session::Redeeming(info), Output::Redeem(_)) => (
+                    Session::Streaming(info.clone()),
+                    Output::Authenticated(info),
+                ),
+                other => other,
+            }),
+            on_first(vec![start_with(|s| {
+                s.token = TokenChoice::Fixture(FixtureToken::SecondForCall);
+            })]),
+            "a token the replay store never minted",
+        ),
+        (
+            "a second start accepted",
+            &Altered(|before, e, answer| match (before, text_of(&e)) {
+                (Session::Streaming(info), Some(Inbound::Start(_))) => {
+                    (before.clone(), Output::Authenticated(info.clone()))
+                }
+                _ => answer,
+            }),
+            on_first(vec![valid_start(), valid_start()]),
+            "a second start was accepted on one connection",
+        ),
+        (
+            "another account authenticated",
+            &Altered(|_, e, answer| match (&answer.1, text_of(&e)) {
+                (Output::Close(Reason::AccountMismatch), Some(Inbound::Start(s))) => {
+                    authenticate(&s)
+                }
+                _ => answer,
+            }),
+            on_first(vec![start_with(|s| s.account = AccountChoice::Other)]),
+            "instead of the configured",
+        ),
+        (
+            "the token left in the parameters",
+            &Altered(|_, e, answer| match (answer, text_of(&e)) {
+                ((Session::Redeeming(_), Output::Redeem(r)), Some(Inbound::Start(s))) => {
+                    (Session::Redeeming(info_of(&s)), Output::Redeem(r))
+                }
+                (answer, _) => answer,
+            }),
+            on_first(vec![valid_start()]),
+            "the token is still in the custom parameters",
+        ),
+        (
+            "no start deadline",
+            &Altered(|before, _, answer| match answer.1 {
+                Output::Close(Reason::StartTimeout) => (before.clone(), Output::Nothing),
+                _ => answer,
+            }),
+            on_first(vec![SessionEvent::Tick(5000)]),
+            "past its deadline gave Nothing",
+        ),
+        (
+            "a tick before the deadline closes",
+            &Altered(|_, e, answer| match e {
+                Event::Tick => (Session::Closed, Output::Close(Reason::StartTimeout)),
+                _ => answer,
+            }),
+            on_first(vec![SessionEvent::Tick(1)]),
+            "a tick before the deadline gave",
+        ),
+        (
+            "media of another stream delivered",
+            &Altered(|before, e, answer| match (before, text_of(&e)) {
+                (Session::Streaming(_), Some(Inbound::Media(m))) => {
+                    (before.clone(), Output::Media(m))
+                }
+                _ => answer,
+            }),
+            on_first(vec![
+                valid_start(),
+                SessionEvent::Media(StreamChoice::Other),
+            ]),
+            "was delivered to stream",
+        ),
+        (
+            "stop leaves the stream open",
+            &Altered(|before, _, answer| match answer.1 {
+                Output::Stop(s) => (before.clone(), Output::Stop(s)),
+                _ => answer,
+            }),
+            on_first(vec![
+                valid_start(),
+                SessionEvent::Stop(StreamChoice::Stream),
+            ]),
+            "the session closed = false",
+        ),
+        (
+            "a closed session reopens",
+            &Altered(|before, _, answer| match before {
+                Session::Closed => (Session::Closed, Output::Close(Reason::Binary)),
+                _ => answer,
+            }),
+            on_first(vec![SessionEvent::PeerClosed, SessionEvent::Binary]),
+            "a closed session produced",
+        ),
+        (
+            "a ping while streaming closes",
+            &Altered(|before, e, answer| match (before, e) {
+                (Session::Streaming(_), Event::Control) => {
+                    (Session::Closed, Output::Close(Reason::ControlBeforeStart))
+                }
+                _ => answer,
+            }),
+            on_first(vec![valid_start(), SessionEvent::Control]),
+            "a ping while streaming gave",
+        ),
+        (
+            "a successful redemption answered by a close",
+            &Altered(|_, e, answer| match e {
+                Event::Redeemed(Ok(())) => (Session::Closed, Output::Close(Reason::OutOfOrder)),
+                _ => answer,
+            }),
+            on_first(vec![valid_start()]),
+            "the redemption result Ok(()) was answered by Close",
+        ),
+        (
+            "binary closed with 1009",
+            &CloseCodeOf(|r| match r {
+                Reason::Binary => CloseCode::TooBig,
+                r => r.close_code(),
+            }),
+            on_first(vec![SessionEvent::Binary]),
+            "carries 1009, the specification says 1003",
+        ),
+        (
+            "a refused token closed with 1011",
+            &CloseCodeOf(|r| match r {
+                Reason::Token(_) => CloseCode::Internal,
+                r => r.close_code(),
+            }),
+            on_first(vec![start_with(|s| {
+                s.token = TokenChoice::Raw("x".to_owned())
+            })]),
+            "not 1003, 1008 or 1009",
+        ),
+    ];
+    for (what, wrong, input, needle) in &cases {
+        assert_fires(
+            what,
+            || {
+                invariants::session_with(&Crate, input);
+            },
+            || {
+                invariants::session_with(*wrong, input);
+            },
+            needle,
+        );
+    }
+}
+
+#[test]
+fn start_frame_oracle_catches_wrong_parsers_and_sessions() {
+    let start = invariants::start_json(&StartSpec::valid());
+    let media = invariants::message_json(invariants::Template::Media, StreamChoice::Stream);
+    let connected = invariants::message_json(invariants::Template::Connected, StreamChoice::Stream);
+    let other_account = invariants::start_json(&StartSpec {
+        account: AccountChoice::Other,
+        ..StartSpec::valid()
+    });
+    let oversized = format!("{media}{}", " ".repeat(70_000));
+    let flaky = FlakyParser(Cell::new(0));
+    let cases: Vec<(&str, &dyn SessionCode, &str, &str)> = vec![
+        (
+            "a start with two streamSids parsed",
+            // Consistently: the top-level streamSid of every start is read as OTHER_STREAM,
+            // so that re-encoding agrees and only the two-streamSids check can object.
+            &AlteredParser(|text, r| {
+                let text = text.replacen(invariants::OTHER_STREAM, invariants::STREAM, 1);
+                match frames::parse_inbound(&text, usize::MAX).or(r) {
+                    Ok(Inbound::Start(mut s)) => {
+                        s.stream_sid =
+                            streamguard::sid::StreamSid::parse(invariants::OTHER_STREAM).unwrap();
+                        Ok(Inbound::Start(s))
+                    }
+                    other => other,
+                }
+            }),
+            &start,
+            "a start with two streamSids was parsed",
+        ),
+        (
+            "a parser that changes its answer",
+            &flaky,
+            &start,
+            "parse_inbound is not deterministic",
+        ),
+        (
+            "a parsed message that does not survive re-encoding",
+            &AlteredParser(|_, r| match r {
+                Ok(Inbound::Media(mut m)) => {
+                    m.media.payload.push('=');
+                    Ok(Inbound::Media(m))
+                }
+                other => other,
+            }),
+            &media,
+            "re-encoded message",
+        ),
+        (
+            "media before start",
+            &Altered(|before, e, answer| match (before, text_of(&e)) {
+                (Session::AwaitingStart { .. }, Some(Inbound::Media(m))) => {
+                    (before.clone(), Output::Media(m))
+                }
+                _ => answer,
+            }),
+            &media,
+            "reached the application before authentication",
+        ),
+        (
+            "media first ignored",
+            &Altered(|before, _, answer| match answer.1 {
+                Output::Close(Reason::EventBeforeStart) => (before.clone(), Output::Nothing),
+                _ => answer,
+            }),
+            &media,
+            "silently accepted",
+        ),
+        (
+            "authenticated on connected",
+            &Altered(|_, e, answer| match text_of(&e) {
+                Some(Inbound::Connected(_)) => {
+                    let start = invariants::start_json(&StartSpec::valid());
+                    match frames::parse_inbound(&start, usize::MAX) {
+                        Ok(Inbound::Start(s)) => authenticate(&s),
+                        _ => answer,
+                    }
+                }
+                _ => answer,
+            }),
+            &connected,
+            "authenticated on a message that is not a start",
+        ),
+        (
+            "another account authenticated",
+            &Altered(|_, e, answer| match (&answer.1, text_of(&e)) {
+                (Output::Close(Reason::AccountMismatch), Some(Inbound::Start(s))) => {
+                    authenticate(&s)
+                }
+                _ => answer,
+            }),
+            &other_account,
+            "instead of the configured",
+        ),
+        (
+            "an oversized message closed with 1008",
+            &CloseCodeOf(|r| match r {
+                Reason::Frame(FrameError::TooLarge) => CloseCode::Policy,
+                r => r.close_code(),
+            }),
+            &oversized,
+            "closed with 1008",
+        ),
+        (
+            "a text message closed with 1003",
+            &CloseCodeOf(|r| match r {
+                Reason::EventBeforeStart => CloseCode::Unsupported,
+                r => r.close_code(),
+            }),
+            &media,
+            "closed with 1003",
+        ),
+    ];
+    for (what, wrong, text, needle) in &cases {
+        assert_fires(
+            what,
+            || {
+                invariants::start_frame_with(&Crate, text.as_bytes());
+            },
+            || {
+                invariants::start_frame_with(*wrong, text.as_bytes());
+            },
+            needle,
+        );
+    }
+}
+
+/// The SID check every target makes of what the parser and the session hand on (without
+/// `crate::sid`), fed SIDs the crate's types would never produce.
+#[test]
+fn the_sid_check_rejects_what_is_not_a_sid() {
+    let ok = invariants::ACCOUNT;
+    assert_eq!(
+        violation(|| invariants::check_sid_text("accountSid", ok, "AC")),
+        None
+    );
+    for (text, prefix) in [
+        (invariants::CALL, "AC"),
+        (&ok[..33], "AC"),
+        (&format!("{ok}0")[..], "AC"),
+        (&ok.replace('f', "g")[..], "AC"),
+        ("", "MZ"),
+    ] {
+        let msg = violation(|| invariants::check_sid_text("sid", text, prefix))
+            .unwrap_or_else(|| panic!("{text:?} passed as an {prefix} SID"));
+        assert!(msg.contains("is not a valid"), "{msg}");
+    }
 }

@@ -4,13 +4,43 @@
 
 use crate::extract;
 use crate::session::{
-    AuthContext, Event, Output, Reason, RedeemFailure, Redemption, Session, StreamInfo,
+    AuthContext, CloseCode, Event, Output, Reason, RedeemFailure, Redemption, Session, StreamInfo,
 };
 use crate::sid::CallSid;
 use crate::store::{self, MemoryStore, RedeemError};
 use crate::time::UnixTime;
+use crate::wire::frames::{self, FrameError, Inbound};
 
+use super::Crate;
 use super::fixtures::{ACCOUNT, FixtureToken, ON_RECORD, fixtures, violated};
+
+/// The code the `start_frame` and `session` targets check: by default the crate's own parser
+/// and state machine. A test implements it with one method replaced by a deliberately wrong
+/// one, to show the oracles reject it (`tests/invariants_fire.rs`).
+pub trait SessionCode {
+    /// [`frames::parse_inbound`].
+    fn parse_inbound(&self, text: &str, max_bytes: usize) -> Result<Inbound, FrameError> {
+        frames::parse_inbound(text, max_bytes)
+    }
+
+    /// [`Session::handle`].
+    fn handle(
+        &self,
+        session: Session,
+        event: Event<'_>,
+        now: UnixTime,
+        ctx: &AuthContext<'_>,
+    ) -> (Session, Output) {
+        session.handle(event, now, ctx)
+    }
+
+    /// [`Reason::close_code`]: the code a close is sent with.
+    fn close_code(&self, reason: Reason) -> CloseCode {
+        reason.close_code()
+    }
+}
+
+impl SessionCode for Crate {}
 
 /// The close codes a session may send (1000 comes with `Output::Stop`, not with a close).
 const SESSION_CLOSE_CODES: [u16; 3] = [1003, 1008, 1009];
@@ -30,14 +60,15 @@ fn redeem_in(store: &MemoryStore, r: &Redemption, now: UnixTime) -> Result<(), R
 /// and reported in the same step (as the server does before it reads again). Checks that a
 /// redemption is asked for only on a `start` text, and is answered by `Authenticated` or a
 /// close.
-pub(super) fn handle_with_store(
+pub(super) fn handle_with_store<C: SessionCode + ?Sized>(
+    code: &C,
     session: Session,
     event: Event<'_>,
     now: UnixTime,
     ctx: &AuthContext<'_>,
     store: &MemoryStore,
 ) -> (Session, Output) {
-    let (next, output) = session.handle(event, now, ctx);
+    let (next, output) = code.handle(session, event, now, ctx);
     let Output::Redeem(r) = output else {
         return (next, output);
     };
@@ -47,7 +78,7 @@ pub(super) fn handle_with_store(
         ));
     }
     let result = redeem_in(store, &r, now);
-    let (after, out) = next.handle(Event::Redeemed(result), now, ctx);
+    let (after, out) = code.handle(next, Event::Redeemed(result), now, ctx);
     match (&result, &out) {
         (Ok(()), Output::Authenticated(_)) | (Err(_), Output::Close(_)) => {}
         _ => violated(format_args!(
@@ -57,8 +88,9 @@ pub(super) fn handle_with_store(
     (after, out)
 }
 
-/// A SID's text is its two-letter prefix and 32 hex digits (checked without `crate::sid`).
-pub(super) fn check_sid_text(kind: &str, text: &str, prefix: &str) {
+/// A SID's text is its two-letter prefix and 32 hex digits (checked without `crate::sid`):
+/// the check the targets make of every SID the parser and the session hand on.
+pub fn check_sid_text(kind: &str, text: &str, prefix: &str) {
     let ok = text.len() == 34
         && text.starts_with(prefix)
         && text.bytes().skip(2).all(|b| b.is_ascii_hexdigit());
@@ -166,8 +198,9 @@ pub(super) fn check_authenticated(
     redeemed.calls.push(info.call_sid);
 }
 
-pub(super) fn close_code_of(reason: Reason) -> u16 {
-    let code = reason.close_code().as_u16();
+/// The code a close for `reason` is sent with, which must be one a session may send.
+pub(super) fn close_code_of<C: SessionCode + ?Sized>(code_under_test: &C, reason: Reason) -> u16 {
+    let code = code_under_test.close_code(reason).as_u16();
     if !SESSION_CLOSE_CODES.contains(&code) {
         violated(format_args!(
             "close for {reason:?} carries code {code}, not 1003, 1008 or 1009"

@@ -62,6 +62,7 @@ mod twiml;
 mod upgrade_request;
 mod upgrade_request_raw;
 
+pub use checks::{SessionCode, check_sid_text};
 pub use fixtures::{
     ACCOUNT, AUTH_TOKEN, CALL, FixtureToken, NOW, ON_RECORD, OTHER_ACCOUNT, OTHER_AUTH_TOKEN,
     OTHER_CALL, OTHER_STREAM, OTHER_TOKEN_KEY, SESSION_MAX_MESSAGE_BYTES, STREAM, STREAM_PATH,
@@ -73,12 +74,13 @@ pub use messages::{
 };
 pub use session::{
     MAX_SESSION_STEPS, SessionEvent, SessionInput, SessionOutcome, Step, UrlTokenChoice, session,
+    session_with,
 };
 pub use signature::{
     MAX_SIGNATURE_PARAMS, SignatureCode, SignatureHeader, SignatureInput, SignedBody, SignedUrl,
     expected_signature, expected_validate, expected_variants, signature, signature_with,
 };
-pub use start_frame::{StartOutcome, start_frame};
+pub use start_frame::{StartOutcome, start_frame, start_frame_with};
 pub use token::{
     TokenCode, TokenInput, TokenMutation, expected_token, token, token_mutation,
     token_mutation_with, token_verify, token_verify_with, token_with,

@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use crate::limits::DEFAULT_START_TIMEOUT;
-use crate::session::{
-    AuthContext, CloseCode, Event, Output, Reason, Session, StreamInfo, UrlToken,
-};
+use crate::session::{AuthContext, Event, Output, Reason, Session, StreamInfo, UrlToken};
 use crate::store::MemoryStore;
 use crate::time::UnixTime;
 
-use super::checks::{Redeemed, check_authenticated, close_code_of, handle_with_store};
+use super::Crate;
+use super::checks::{Redeemed, SessionCode, check_authenticated, close_code_of, handle_with_store};
 #[cfg(doc)]
 use super::fixtures::STREAM;
 use super::fixtures::{
@@ -150,6 +149,11 @@ struct Connection {
 ///   message (1008), and a tick before it changes nothing;
 /// - an authenticated stream keeps its identity, and every message delivered is for it.
 pub fn session(input: &SessionInput) -> SessionOutcome {
+    session_with(&Crate, input)
+}
+
+/// [`session()`] over `code`.
+pub fn session_with<C: SessionCode + ?Sized>(code: &C, input: &SessionInput) -> SessionOutcome {
     let fx = fixtures();
     let store = fixture_store();
     let ctx = AuthContext {
@@ -232,20 +236,33 @@ pub fn session(input: &SessionInput) -> SessionOutcome {
             }
             SessionEvent::PeerClosed => Event::PeerClosed,
         };
-        step_connection(conn, event, now, &ctx, &store, &mut redeemed, &mut outcome);
+        let world = World {
+            code,
+            ctx: &ctx,
+            store: &store,
+        };
+        step_connection(&world, conn, event, now, &mut redeemed, &mut outcome);
     }
     outcome
 }
 
-fn step_connection(
+/// What every step of one `session` input shares: the code under test, the configuration and
+/// the replay store.
+struct World<'a, C: ?Sized> {
+    code: &'a C,
+    ctx: &'a AuthContext<'a>,
+    store: &'a MemoryStore,
+}
+
+fn step_connection<C: SessionCode + ?Sized>(
+    world: &World<'_, C>,
     conn: &mut Connection,
     event: Event<'_>,
     now: UnixTime,
-    ctx: &AuthContext<'_>,
-    store: &MemoryStore,
     redeemed: &mut Redeemed,
     outcome: &mut SessionOutcome,
 ) {
+    let World { code, ctx, store } = *world;
     let Some(before) = conn.session.take() else {
         violated(format_args!("connection lost its session"))
     };
@@ -257,7 +274,7 @@ fn step_connection(
             "the session is authenticated without an Authenticated output, or the reverse"
         ));
     }
-    let (next, output) = handle_with_store(before, event, now, ctx, store);
+    let (next, output) = handle_with_store(code, before, event, now, ctx, store);
 
     if was_closed && (output != Output::Nothing || !next.is_closed()) {
         violated(format_args!(
@@ -351,20 +368,22 @@ fn step_connection(
             outcome.delivered = outcome.delivered.saturating_add(1);
         }
         Output::Close(reason) => {
-            let code = close_code_of(*reason);
+            let sent = close_code_of(code, *reason);
+            // RFC 6455 §7.4.1: 1003 for data it cannot accept (binary), 1009 for a message
+            // too big, 1008 for a policy violation (everything else).
             let expected = match event {
-                Event::Binary => CloseCode::Unsupported.as_u16(),
-                Event::TooLarge => CloseCode::TooBig.as_u16(),
+                Event::Binary => 1003,
+                Event::TooLarge => 1009,
                 Event::Text(t)
                     if t.len() > ctx.max_message_bytes && *reason != Reason::StartTimeout =>
                 {
-                    CloseCode::TooBig.as_u16()
+                    1009
                 }
-                _ => CloseCode::Policy.as_u16(),
+                _ => 1008,
             };
-            if code != expected {
+            if sent != expected {
                 violated(format_args!(
-                    "close for {reason:?} on {event:?} carries {code}, the specification says {expected}"
+                    "close for {reason:?} on {event:?} carries {sent}, the specification says {expected}"
                 ));
             }
             if !next.is_closed() {

@@ -3,16 +3,19 @@
 use crate::limits::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_START_TIMEOUT};
 use crate::session::{AuthContext, Event, Output, Session, UrlToken};
 use crate::token;
-use crate::wire::frames::{self, Inbound};
+use crate::wire::frames::Inbound;
 
+use super::Crate;
 use super::checks::{
-    Redeemed, check_authenticated, check_sid_text, close_code_of, custom_token_of,
+    Redeemed, SessionCode, check_authenticated, check_sid_text, close_code_of, custom_token_of,
     handle_with_store,
 };
 use super::fixtures::{NOW, STREAM_PATH, fixture_store, fixtures, violated};
 
 #[cfg(doc)]
 use super::fixtures::TOKEN_KEY;
+#[cfg(doc)]
+use crate::wire::frames;
 
 /// What a `start_frame` input reached, for tests that check the corpus covers the accepted
 /// path.
@@ -50,11 +53,16 @@ pub enum StartOutcome {
 /// assert_eq!(invariants::start_frame(b"{}"), StartOutcome::Unparsed);
 /// ```
 pub fn start_frame(data: &[u8]) -> StartOutcome {
+    start_frame_with(&Crate, data)
+}
+
+/// [`start_frame`] over `code`.
+pub fn start_frame_with<C: SessionCode + ?Sized>(code: &C, data: &[u8]) -> StartOutcome {
     let Ok(text) = std::str::from_utf8(data) else {
         return StartOutcome::NotText;
     };
-    let parsed = frames::parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES);
-    if parsed != frames::parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES) {
+    let parsed = code.parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES);
+    if parsed != code.parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES) {
         violated(format_args!("parse_inbound is not deterministic"));
     }
     if let Ok(msg) = &parsed {
@@ -63,7 +71,7 @@ pub fn start_frame(data: &[u8]) -> StartOutcome {
             Err(e) => violated(format_args!("a parsed message does not re-encode: {e}")),
         };
         // Re-encoding adds defaulted fields, so it may be longer than the limit: no limit.
-        match frames::parse_inbound(&json, usize::MAX) {
+        match code.parse_inbound(&json, usize::MAX) {
             Ok(again) if again == *msg => {}
             other => violated(format_args!(
                 "re-encoded message {json:?} parses to {other:?}, not {msg:?}"
@@ -87,7 +95,7 @@ pub fn start_frame(data: &[u8]) -> StartOutcome {
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
     };
     let session = Session::new(NOW, DEFAULT_START_TIMEOUT, UrlToken::NONE);
-    let (next, output) = handle_with_store(session, Event::Text(text), NOW, &ctx, &store);
+    let (next, output) = handle_with_store(code, session, Event::Text(text), NOW, &ctx, &store);
     let is_start = matches!(parsed, Ok(Inbound::Start(_)));
     match output {
         Output::Authenticated(info) => {
@@ -135,7 +143,7 @@ pub fn start_frame(data: &[u8]) -> StartOutcome {
             StartOutcome::OtherMessage
         }
         Output::Close(reason) => {
-            let code = close_code_of(reason);
+            let code = close_code_of(code, reason);
             let too_large = text.len() > DEFAULT_MAX_MESSAGE_BYTES;
             if (code == 1009) != too_large || code == 1003 {
                 violated(format_args!(

@@ -126,7 +126,7 @@ pub fn token(input: &TokenInput) -> bool {
     token_with(&Crate, input)
 }
 
-/// [`token`] over `code`.
+/// [`token()`] over `code`.
 pub fn token_with<C: TokenCode + ?Sized>(code: &C, input: &TokenInput) -> bool {
     match input {
         TokenInput::Verify(text) => token_verify_with(code, text.as_bytes()),

@@ -15,7 +15,7 @@ const RAW_MAX_HEADERS: usize = 32;
 /// Target `upgrade_request_raw`: `data` parsed as an HTTP/1.x request head with `httparse`
 /// (as hyper does), then into [`upgrade::decide`] under [`PolicyUrl::NoPort`] and each
 /// [`SignatureMode`]. Input that is not a complete request head is not a request and is
-/// skipped. See [`check_upgrade`] for the invariants.
+/// skipped. See [`super::check_upgrade`] for the invariants.
 pub fn upgrade_request_raw(data: &[u8]) -> Option<UpgradeOutcome> {
     upgrade_request_raw_with(&Crate, data)
 }
