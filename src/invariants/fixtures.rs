@@ -83,6 +83,7 @@ fn fixture<T, E: fmt::Debug>(r: Result<T, E>, what: &str) -> T {
 /// The tokens minted for the fixtures, all with [`TOKEN_TTL`] and a distinct fixed nonce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum FixtureToken {
     /// For ([`ACCOUNT`], [`CALL`]) at [`NOW`] with [`TOKEN_KEY`]: the one that authenticates.
     Valid,

@@ -14,6 +14,7 @@ pub const MAX_EDITS: usize = 8;
 /// Which AccountSid a message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum AccountChoice {
     /// [`ACCOUNT`].
     Configured,
@@ -24,6 +25,7 @@ pub enum AccountChoice {
 /// Which CallSid a message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum CallChoice {
     /// [`CALL`].
     Call,
@@ -34,6 +36,7 @@ pub enum CallChoice {
 /// Which StreamSid a message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum StreamChoice {
     /// [`STREAM`].
     Stream,
@@ -71,6 +74,7 @@ impl StreamChoice {
 /// The `token` custom parameter of a `start`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum TokenChoice {
     /// No `token` parameter.
     Missing,
@@ -83,6 +87,7 @@ pub enum TokenChoice {
 /// A `start` message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct StartSpec {
     /// `start.accountSid`.
     pub account: AccountChoice,
@@ -148,6 +153,7 @@ pub fn start_json(spec: &StartSpec) -> String {
 /// A Twilio message kind, for [`message_json`] and [`SessionEvent::Mutated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Template {
     /// `connected`.
     Connected,
@@ -209,6 +215,7 @@ pub fn message_json(t: Template, stream: StreamChoice) -> String {
 /// One byte edit of a message or token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum ByteEdit {
     /// Removes the byte at this position (modulo the length).
     Delete(u16),

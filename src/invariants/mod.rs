@@ -5,7 +5,7 @@
 //! properties a reviewer would state in words ("no media before authentication", "never
 //! accepts without a valid signature"). A violated invariant panics with a message that
 //! names it: a panic is what libFuzzer records as a crash and what `cargo test` reports as a
-//! failure. The fuzz targets in `fuzz/fuzz_targets/` are one line each around these
+//! failure. The fuzz targets in `fuzz/fuzz_targets/` are a few lines each around these
 //! functions; `tests/fuzz_invariants.rs` runs the same functions over the committed corpora.
 //!
 //! One file per fuzz target, so that each oracle is read next to the target it serves:
@@ -50,6 +50,33 @@
 /// asserts each oracle rejects it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Crate;
+
+/// One input of a structured fuzz target, from the bytes libFuzzer hands it: a readable seed
+/// (`fuzz/corpus/<target>/seed-*.json`, the JSON of the typed value, a format this crate owns
+/// and `tests/fuzz_invariants.rs` writes from typed values) when the bytes are that, and
+/// otherwise the bytes read with `arbitrary` exactly as `libfuzzer_sys::fuzz_target!` reads
+/// a typed input (`arbitrary_take_rest`). `None` when neither reads them.
+///
+/// The seeds do not depend on `arbitrary`'s private byte format: a new `arbitrary` release
+/// reads the fuzzer's own finds differently, but the seeds still mean what they say.
+///
+/// ```
+/// use streamguard::invariants::{self, SignatureInput};
+/// let seed = br#"{"url":{"Https":"s.example/hook"},"body":"None","header":"Computed","params":[]}"#;
+/// let input: SignatureInput = invariants::decode_input(seed).unwrap();
+/// assert!(invariants::signature(&input));
+/// ```
+pub fn decode_input<T>(data: &[u8]) -> Option<T>
+where
+    T: for<'a> arbitrary::Arbitrary<'a> + serde::de::DeserializeOwned,
+{
+    if data.first() == Some(&b'{')
+        && let Ok(seed) = serde_json::from_slice(data)
+    {
+        return Some(seed);
+    }
+    T::arbitrary_take_rest(arbitrary::Unstructured::new(data)).ok()
+}
 
 mod checks;
 mod fixtures;

@@ -26,6 +26,7 @@ pub const MAX_SESSION_STEPS: usize = 64;
 /// The token in the upgrade request target of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum UrlTokenChoice {
     /// `/voice/stream` (every real Twilio connection).
     None,
@@ -48,6 +49,7 @@ impl UrlTokenChoice {
 /// One event on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SessionEvent {
     /// `connected`.
     Connected,
@@ -92,6 +94,7 @@ pub enum SessionEvent {
 /// One step of a `session` input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Step {
     /// Whether the event happens on the second connection (otherwise the first).
     pub second: bool,
@@ -103,6 +106,7 @@ pub struct Step {
 /// replay store, and the events that happen on them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SessionInput {
     /// The token in the first connection's upgrade URL.
     pub first_url: UrlTokenChoice,

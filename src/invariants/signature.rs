@@ -29,6 +29,7 @@ pub const MAX_SIGNATURE_PARAMS: usize = 8;
 /// The URL of a signature input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SignedUrl {
     /// `https://{rest}`.
     Https(String),
@@ -43,6 +44,7 @@ pub enum SignedUrl {
 /// The body of a signature input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SignedBody {
     /// No body (form parameters or a GET).
     None,
@@ -55,6 +57,7 @@ pub enum SignedBody {
 /// The `X-Twilio-Signature` header of a signature input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum SignatureHeader {
     /// No header.
     Missing,
@@ -76,6 +79,7 @@ pub enum SignatureHeader {
 /// Input of the `signature` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SignatureInput {
     /// The URL.
     pub url: SignedUrl,

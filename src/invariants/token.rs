@@ -94,6 +94,7 @@ pub fn expected_token(
 /// Input of the `token` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum TokenInput {
     /// Any text into [`token::verify`] ([`token_verify`]).
     Verify(String),
@@ -104,6 +105,7 @@ pub enum TokenInput {
 /// Issue a token, then alter it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct TokenMutation {
     /// The account the token is issued for.
     pub account: AccountChoice,

@@ -46,6 +46,7 @@ struct PolicyUrls {
 /// The configured stream URL of the upgrade targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum PolicyUrl {
     /// `wss://streamguard.example/voice/stream` (the raw target's policy).
     NoPort,
@@ -109,6 +110,7 @@ pub fn upgrade_signature(policy: PolicyUrl, target: &str, with_port: bool) -> St
 /// The request method.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum HttpMethod {
     /// `GET`.
     Get,
@@ -121,6 +123,7 @@ pub enum HttpMethod {
 /// The request target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum UpgradeTarget {
     /// [`STREAM_PATH`].
     StreamPath,
@@ -135,6 +138,7 @@ pub enum UpgradeTarget {
 /// A header name the upgrade decision reads, or one it must ignore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum HeaderName {
     /// `Upgrade`.
     Upgrade,
@@ -172,6 +176,7 @@ impl HeaderName {
 /// One header of an upgrade request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum UpgradeHeader {
     /// `Upgrade: websocket`.
     Upgrade,
@@ -208,6 +213,7 @@ pub enum UpgradeHeader {
 /// Input of the `upgrade_request` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct UpgradeInput {
     /// The configured stream URL.
     pub policy: PolicyUrl,

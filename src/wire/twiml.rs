@@ -26,6 +26,7 @@ use std::fmt;
 /// The verb around `<Stream>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Verb {
     /// `<Connect>`: bidirectional; the call waits until the server closes the socket.
     #[default]
@@ -37,6 +38,7 @@ pub enum Verb {
 /// The `track` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Track {
     /// `inbound_track` (Twilio's default; the only one allowed under `<Connect>`).
     Inbound,
@@ -67,6 +69,7 @@ impl Track {
 /// The `statusCallbackMethod` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Method {
     /// `GET`.
     Get,
@@ -87,6 +90,7 @@ impl Method {
 /// A `<Response>` holding one `<Stream>`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub struct StreamTwiml {
     /// `<Connect>` or `<Start>`.
     pub verb: Verb,
