@@ -172,17 +172,12 @@ fn request_target_length_bounds() {
     );
 }
 
+/// Extraction errors cannot carry the token: `ExtractError` holds no data. (This test used
+/// to search the `Debug` and `Display` of a fieldless enum for the token, which could not
+/// fail.)
 #[test]
-fn extraction_errors_do_not_carry_the_token() {
-    let secret = "s3cr3t-t0ken-value";
-    for target in [
-        format!("/s?token={secret}&token={secret}"),
-        format!("/s?token={secret}%zz"),
-        format!("/s?token={secret}{}", "x".repeat(MAX_TOKEN_CHARS)),
-    ] {
-        let e = token_from_request_target(&target).unwrap_err();
-        common::assert_no_leak(&format!("{e:?} {e} {}", e.as_str()), &[secret]);
-    }
+fn extraction_errors_hold_no_data() {
+    common::assert_holds_no_data::<ExtractError>();
 }
 
 fn start_with_params(params: &[(&str, &str)]) -> streamguard::wire::frames::StartFrame {

@@ -248,6 +248,21 @@ pub fn assert_no_leak(text: &str, secrets: &[&str]) {
     }
 }
 
+/// `T` cannot carry a secret or any part of its input: it is `Copy` (so it holds no `String`,
+/// `Vec` or `Box`) and at most 4 bytes (too small for a reference to text, 16 bytes, or a
+/// nonce, 16). This is what stands behind "the error carries no token" for the crate's
+/// fieldless error enums: asserting on their `Debug` output could not fail, this can, the day
+/// one of them gains a field (and then its leak test must be written against real data).
+#[track_caller]
+pub fn assert_holds_no_data<T: Copy>() {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        size <= 4,
+        "{} is {size} bytes: it may now carry input; test what it shows",
+        std::any::type_name::<T>()
+    );
+}
+
 /// Every way the bytes of a secret could plausibly be rendered: `{:?}` of the bytes, lowercase
 /// and uppercase hex, standard and URL-safe base64, and the bytes as text when they are UTF-8.
 pub fn renderings(bytes: &[u8]) -> Vec<String> {
