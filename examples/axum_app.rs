@@ -30,7 +30,7 @@ async fn talk(mut call: IncomingStream) {
     while let Some(event) = call.events.recv().await {
         match event {
             StreamEvent::Media(m) => {
-                let Ok(()) = call.handle.media_base64(m.media.payload.as_str()) else {
+                let Ok(()) = call.handle.media_base64(m.payload()) else {
                     // The stream has ended (or the caller stopped reading).
                     break;
                 };

@@ -40,9 +40,9 @@ impl MediaHandler for EchoBot {
         tracing::info!(call_sid = %stream.info.call_sid, caller = caller.as_deref().unwrap_or("unknown"), "echoing");
     }
 
-    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
+    fn on_media(&mut self, frame: &MediaFrame<'_>, out: &StreamHandle) {
         // The payload is already base64: send it back as it came.
-        let _ = out.media_base64(frame.media.payload.as_str());
+        let _ = out.media_base64(frame.payload());
         self.frames = self.frames.saturating_add(1);
         if self.frames.is_multiple_of(50) {
             let _ = out.mark(&format!("second-{}", self.frames / 50));

@@ -40,6 +40,10 @@ enum Command {
     /// TWILIO_AUTH_TOKEN and TWILIO_ACCOUNT_SID). Exit 0: all passed; 1: a case failed; 2: could
     /// not run.
     Conformance(ConformanceArgs),
+    /// Many concurrent calls against a media-stream server: latency, frames, and the server's
+    /// CPU and memory when it runs on this machine (secrets from TWILIO_AUTH_TOKEN and
+    /// TWILIO_ACCOUNT_SID, unless --unauthenticated).
+    Load(LoadArgs),
     /// Print the X-Twilio-Signature Twilio would send (auth token from TWILIO_AUTH_TOKEN).
     Sign(SignArgs),
     /// Print the TwiML for a <Stream>.
@@ -151,6 +155,47 @@ struct ConformanceArgs {
 }
 
 #[derive(Args, Debug)]
+struct LoadArgs {
+    /// Where the target listens, http://HOST:PORT.
+    #[arg(long)]
+    target: String,
+    /// The public URL the target signs against (its --public-url).
+    #[arg(long)]
+    public_url: String,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 10)]
+    calls: usize,
+    /// How long each call streams, in seconds (0: start, then stop: set-up cost only).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Frame rate: realtime (20 ms), max (as fast as the socket takes them), idle (none).
+    #[arg(long, default_value = "realtime", value_parser = ["realtime", "max", "idle"])]
+    rate: String,
+    /// The target echoes audio: measure echo latency.
+    #[arg(long)]
+    echo: bool,
+    /// The target authenticates nothing (the unauthenticated baseline): no webhook, no
+    /// signature, no token.
+    #[arg(long)]
+    unauthenticated: bool,
+    /// The target's voice webhook route.
+    #[arg(long, default_value = server::config::DEFAULT_WEBHOOK_PATH)]
+    webhook_path: String,
+    /// The target's media stream route.
+    #[arg(long, default_value = server::config::DEFAULT_STREAM_PATH)]
+    stream_path: String,
+    /// Calls set up at once (each call's connection is pending until its start).
+    #[arg(long, default_value_t = 4)]
+    setup_concurrency: usize,
+    /// The target's process id for CPU and memory (found by its port when local).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct SignArgs {
     /// The full URL Twilio requested (scheme, host, port, path, query).
     #[arg(long)]
@@ -214,10 +259,23 @@ fn init_logs(json: bool) {
     } else {
         fmt.boxed()
     };
+    let most = filter
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
     tracing_subscriber::registry()
         .with(streamguard::logging::secret_safe())
         .with(fmt.with_filter(filter))
         .init();
+    // `init` forwards the `log` records of dependencies (tungstenite, redis) at every level;
+    // what the filter drops anyway is better not formed at all.
+    log::set_max_level(match most.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    });
 }
 
 fn serve_config(a: &ServeArgs) -> Result<Config, String> {
@@ -313,6 +371,63 @@ async fn demo() -> Result<(), String> {
     } else {
         Err("the demo found a failure (see the table above)".to_owned())
     }
+}
+
+async fn load(a: LoadArgs) -> Result<(), String> {
+    use streamguard::kit::load::{LoadSpec, Rate};
+    let hostport = a
+        .target
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--target must be http://HOST:PORT, got {:?}", a.target))?
+        .trim_end_matches('/');
+    let connect_to = tokio::net::lookup_host(hostport)
+        .await
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| format!("--target {}: cannot resolve {hostport}", a.target))?;
+    let public_url = PublicUrl::parse(&a.public_url).map_err(|e| e.to_string())?;
+    let (auth, account) = if a.unauthenticated {
+        (
+            AuthToken::new("unauthenticated").map_err(|e| e.to_string())?,
+            AccountSid::parse("AC00000000000000000000000000000000").map_err(|e| e.to_string())?,
+        )
+    } else {
+        (
+            AuthToken::new(&env_secret("TWILIO_AUTH_TOKEN")?)
+                .map_err(|e| format!("TWILIO_AUTH_TOKEN: {e}"))?,
+            AccountSid::parse(&env_secret("TWILIO_ACCOUNT_SID")?)
+                .map_err(|e| format!("TWILIO_ACCOUNT_SID: {e}"))?,
+        )
+    };
+    let rate = match a.rate.as_str() {
+        "max" => Rate::Max,
+        "idle" => Rate::Idle,
+        _ => Rate::Realtime,
+    };
+    let spec = LoadSpec {
+        connect_to,
+        public_url: public_url.http().to_owned(),
+        webhook_path: a.webhook_path,
+        stream_path: a.stream_path,
+        calls: a.calls,
+        duration: Duration::from_secs(a.duration),
+        rate,
+        echo: a.echo,
+        unauthenticated: a.unauthenticated,
+        setup_concurrency: a.setup_concurrency,
+        server_pid: a.server_pid,
+        account_sid: account,
+    };
+    let report = streamguard::kit::load::run(spec, auth).await;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
 }
 
 /// Exit status 2: the kit could not run.
@@ -440,6 +555,7 @@ fn main() -> ExitCode {
             }
             runtime().and_then(|rt| rt.block_on(demo()))
         }
+        Command::Load(a) => runtime().and_then(|rt| rt.block_on(load(a))),
         Command::Conformance(a) => {
             if a.list {
                 for (id, description) in streamguard::kit::conformance::list() {

@@ -289,16 +289,16 @@ pub enum Event<'a> {
 
 /// What the server must do after an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum Output<'a> {
     /// Nothing.
     Nothing,
     /// Reserve a stream slot, redeem this token in the replay store, and report the result
     /// with [`Event::Redeemed`]; read nothing more from the connection until then.
     Redeem(Redemption),
     /// The stream is authenticated: create the application's handler for it.
-    Authenticated(StreamInfo),
+    Authenticated(Box<StreamInfo>),
     /// Hand audio to the application.
-    Media(MediaFrame),
+    Media(MediaFrame<'a>),
     /// Hand a key press to the application.
     Dtmf(DtmfFrame),
     /// Hand a played mark to the application.
@@ -307,6 +307,23 @@ pub enum Output {
     Stop(StopFrame),
     /// Close the connection with `reason.close_code()` and its generic wire reason.
     Close(Reason),
+}
+
+impl Output<'_> {
+    /// The same output owning what it borrowed from the message text (a `media` frame's
+    /// strings), to keep past the message.
+    pub fn into_owned(self) -> Output<'static> {
+        match self {
+            Self::Nothing => Output::Nothing,
+            Self::Redeem(r) => Output::Redeem(r),
+            Self::Authenticated(i) => Output::Authenticated(i),
+            Self::Media(m) => Output::Media(m.into_owned()),
+            Self::Dtmf(d) => Output::Dtmf(d),
+            Self::Mark(m) => Output::Mark(m),
+            Self::Stop(s) => Output::Stop(s),
+            Self::Close(r) => Output::Close(r),
+        }
+    }
 }
 
 /// The state of one connection.
@@ -322,9 +339,9 @@ pub enum Session {
         url_token: UrlToken,
     },
     /// The token verified; waiting for the server to redeem it.
-    Redeeming(StreamInfo),
+    Redeeming(Box<StreamInfo>),
     /// Authenticated.
-    Streaming(StreamInfo),
+    Streaming(Box<StreamInfo>),
     /// Finished; nothing more happens.
     Closed,
 }
@@ -364,7 +381,12 @@ impl Session {
     }
 
     /// Consumes the state and one event at time `now`; returns the next state and what to do.
-    pub fn handle(self, event: Event<'_>, now: UnixTime, ctx: &AuthContext<'_>) -> (Self, Output) {
+    pub fn handle<'a>(
+        self,
+        event: Event<'a>,
+        now: UnixTime,
+        ctx: &AuthContext<'_>,
+    ) -> (Self, Output<'a>) {
         let close = |reason| (Self::Closed, Output::Close(reason));
         match (self, event) {
             (Self::Closed, _) => (Self::Closed, Output::Nothing),
@@ -386,12 +408,12 @@ impl Session {
 
     /// [`Self::handle`] for a state that awaits `start` or streams, and an event that is not a
     /// redemption result.
-    fn handle_frame(
+    fn handle_frame<'a>(
         self,
-        event: Event<'_>,
+        event: Event<'a>,
         now: UnixTime,
         ctx: &AuthContext<'_>,
-    ) -> (Self, Output) {
+    ) -> (Self, Output<'a>) {
         let close = |reason| (Self::Closed, Output::Close(reason));
         match event {
             Event::PeerClosed => return (Self::Closed, Output::Nothing),
@@ -467,7 +489,7 @@ fn authenticate(
     url_token: UrlToken,
     now: UnixTime,
     ctx: &AuthContext<'_>,
-) -> Result<(StreamInfo, Redemption), Reason> {
+) -> Result<(Box<StreamInfo>, Redemption), Reason> {
     let from_url = url_token.0.map_err(Reason::Extract)?;
     let from_custom = extract::token_from_custom_parameters(start).map_err(Reason::Extract)?;
     let token = extract::resolve_token(from_url, from_custom).map_err(Reason::Extract)?;
@@ -476,14 +498,14 @@ fn authenticate(
         .map_err(|_| Reason::AccountMismatch)?;
     let claims = token::verify(ctx.keys, &token, &body.account_sid, &body.call_sid, now)
         .map_err(Reason::Token)?;
-    let info = StreamInfo {
+    let info = Box::new(StreamInfo {
         account_sid: body.account_sid,
         call_sid: body.call_sid,
         stream_sid: body.stream_sid,
         tracks: body.tracks.clone(),
         custom_parameters: body.custom_parameters.without(TOKEN_PARAM),
         media_format: body.media_format.clone(),
-    };
+    });
     let redemption = Redemption {
         account_sid: body.account_sid,
         call_sid: body.call_sid,

@@ -136,11 +136,9 @@ impl MediaHandler for Pusher {
             assert_eq!(handle.mark(&"m".repeat(300)), Err(SendError::TooLong));
         });
     }
-    fn on_media(&mut self, frame: &MediaFrame, _out: &StreamHandle) {
-        self.seen.push(format!(
-            "media {}",
-            frame.media.chunk.as_ref().map_or("-", |c| c.as_str())
-        ));
+    fn on_media(&mut self, frame: &MediaFrame<'_>, _out: &StreamHandle) {
+        self.seen
+            .push(format!("media {}", frame.chunk().unwrap_or("-")));
     }
     fn on_end(&mut self, end: StreamEnd) {
         self.seen.push(format!("end {end:?}"));
@@ -273,7 +271,7 @@ async fn hang_up_from_another_task_closes_with_1000() {
                 h.hang_up();
             });
         }
-        fn on_media(&mut self, _f: &MediaFrame, _o: &StreamHandle) {}
+        fn on_media(&mut self, _f: &MediaFrame<'_>, _o: &StreamHandle) {}
         fn on_end(&mut self, end: StreamEnd) {
             self.ends.push(format!("{end:?}"));
         }
@@ -351,10 +349,10 @@ async fn the_channel_form_delivers_every_event_in_order() {
                 while let Some(ev) = s.events.recv().await {
                     match ev {
                         StreamEvent::Media(m) => {
-                            let _ = s.handle.media_base64(m.media.payload.as_str());
+                            let _ = s.handle.media_base64(m.payload());
                             c.lock()
                                 .unwrap()
-                                .push(format!("media {}", m.media.chunk.unwrap().as_str()));
+                                .push(format!("media {}", m.chunk().unwrap()));
                         }
                         StreamEvent::End(e) => c.lock().unwrap().push(format!("end {e:?}")),
                         other => c.lock().unwrap().push(format!("{other:?}")),

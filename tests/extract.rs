@@ -183,7 +183,7 @@ fn extraction_errors_hold_no_data() {
 fn start_with_params(params: &[(&str, &str)]) -> streamguard::wire::frames::StartFrame {
     let text = common::start_json(STREAM, ACCOUNT, CALL, params);
     match parse_inbound(&text, DEFAULT_MAX_MESSAGE_BYTES).unwrap() {
-        Inbound::Start(s) => s,
+        Inbound::Start(s) => *s,
         other => panic!("{}", other.event_name()),
     }
 }

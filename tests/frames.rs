@@ -25,7 +25,7 @@ use streamguard::wire::frames::{
 
 const MAX: usize = DEFAULT_MAX_MESSAGE_BYTES;
 
-fn parse(text: &str) -> Result<Inbound, FrameError> {
+fn parse(text: &str) -> Result<Inbound<'_>, FrameError> {
     parse_inbound(text, MAX)
 }
 
@@ -73,9 +73,9 @@ fn protocol_messages_parse_into_their_variants() {
         panic!("media")
     };
     assert_eq!(m.stream_sid.as_str(), STREAM);
-    assert_eq!(m.media.track.as_ref().map(|x| x.as_str()), Some("inbound"));
-    assert_eq!(m.media.chunk.as_ref().map(|x| x.as_str()), Some("1"));
-    assert_eq!(m.media.timestamp.as_ref().map(|x| x.as_str()), Some("5"));
+    assert_eq!(m.track(), Some("inbound"));
+    assert_eq!(m.chunk(), Some("1"));
+    assert_eq!(m.timestamp(), Some("5"));
     assert_eq!(m.decode_payload(), Some(vec![0x7f, 0x7f, 0x7f, 0x7f]));
 
     let Inbound::Dtmf(d) = parse(DTMF).unwrap() else {
@@ -452,12 +452,12 @@ fn parse_errors_hold_no_data() {
 #[test]
 fn outbound_serialises_to_the_exact_json() {
     let sid = common::stream(STREAM);
-    let cases: Vec<(Outbound, String)> = vec![
+    let cases: Vec<(Outbound<'_>, String)> = vec![
         (
             Outbound::Media {
                 stream_sid: sid,
                 media: OutboundMedia {
-                    payload: "f39/fw==".to_owned(),
+                    payload: "f39/fw==".into(),
                 },
             },
             format!(
@@ -489,7 +489,10 @@ fn outbound_serialises_to_the_exact_json() {
     for (msg, expected) in &cases {
         assert_eq!(&msg.to_json(), expected);
         // And Twilio's side reads it back as the same message.
-        assert_eq!(&serde_json::from_str::<Outbound>(expected).unwrap(), msg);
+        assert_eq!(
+            &serde_json::from_str::<Outbound<'_>>(expected).unwrap(),
+            msg
+        );
     }
 }
 

@@ -114,7 +114,7 @@ impl World {
 
     /// One event, with the redemption it may ask for carried out and reported before the
     /// next event, as the server does. Returns the final output of the event.
-    fn step(&self, s: Session, event: Event<'_>, now: UnixTime) -> (Session, Output) {
+    fn step<'a>(&self, s: Session, event: Event<'a>, now: UnixTime) -> (Session, Output<'a>) {
         match s.handle(event, now, &self.ctx()) {
             (next, Output::Redeem(r)) => {
                 assert!(next.is_redeeming());
@@ -126,13 +126,13 @@ impl World {
     }
 
     /// Feeds `events` at `now` to a fresh session; returns the final state and every output.
-    fn run(&self, url_token: UrlToken, events: &[Ev]) -> (Session, Vec<Output>) {
+    fn run(&self, url_token: UrlToken, events: &[Ev]) -> (Session, Vec<Output<'static>>) {
         let mut s = Session::new(T0, DEFAULT_START_TIMEOUT, url_token);
         let mut outputs = Vec::new();
         for ev in events {
             let (next, out) = self.step(s, ev.event(), ev.now());
             s = next;
-            outputs.push(out);
+            outputs.push(out.into_owned());
         }
         (s, outputs)
     }
@@ -185,7 +185,7 @@ fn start_with_token(token: &str) -> String {
     )
 }
 
-fn is_app_output(o: &Output) -> bool {
+fn is_app_output(o: &Output<'_>) -> bool {
     matches!(
         o,
         Output::Authenticated(_)
@@ -233,7 +233,7 @@ fn happy_path_outputs_in_order() {
     let payloads: Vec<&str> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Media(m) => Some(m.media.payload.as_str()),
+            Output::Media(m) => Some(m.payload()),
             _ => None,
         })
         .collect();
@@ -271,7 +271,8 @@ fn states_report_themselves() {
     );
     assert!(!s.is_authenticated() && !s.is_closed());
     let token = w.token(ACCOUNT, CALL, T0, 1);
-    let (s, out) = s.handle(Event::Text(&start_with_token(&token)), T0, &w.ctx());
+    let start = start_with_token(&token);
+    let (s, out) = s.handle(Event::Text(&start), T0, &w.ctx());
     assert!(matches!(out, Output::Redeem(_)));
     assert!(s.is_redeeming() && !s.is_authenticated() && !s.is_closed());
     assert_eq!(s.deadline(), None);

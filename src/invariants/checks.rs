@@ -19,18 +19,22 @@ use super::fixtures::{ACCOUNT, FixtureToken, ON_RECORD, fixtures, violated};
 /// one, to show the oracles reject it (`tests/invariants_fire.rs`).
 pub trait SessionCode {
     /// [`frames::parse_inbound`].
-    fn parse_inbound(&self, text: &str, max_bytes: usize) -> Result<Inbound, FrameError> {
+    fn parse_inbound<'a>(
+        &self,
+        text: &'a str,
+        max_bytes: usize,
+    ) -> Result<Inbound<'a>, FrameError> {
         frames::parse_inbound(text, max_bytes)
     }
 
     /// [`Session::handle`].
-    fn handle(
+    fn handle<'a>(
         &self,
         session: Session,
-        event: Event<'_>,
+        event: Event<'a>,
         now: UnixTime,
         ctx: &AuthContext<'_>,
-    ) -> (Session, Output) {
+    ) -> (Session, Output<'a>) {
         session.handle(event, now, ctx)
     }
 
@@ -60,14 +64,14 @@ fn redeem_in(store: &MemoryStore, r: &Redemption, now: UnixTime) -> Result<(), R
 /// and reported in the same step (as the server does before it reads again). Checks that a
 /// redemption is asked for only on a `start` text, and is answered by `Authenticated` or a
 /// close.
-pub(super) fn handle_with_store<C: SessionCode + ?Sized>(
+pub(super) fn handle_with_store<'a, C: SessionCode + ?Sized>(
     code: &C,
     session: Session,
-    event: Event<'_>,
+    event: Event<'a>,
     now: UnixTime,
     ctx: &AuthContext<'_>,
     store: &MemoryStore,
-) -> (Session, Output) {
+) -> (Session, Output<'a>) {
     let (next, output) = code.handle(session, event, now, ctx);
     let Output::Redeem(r) = output else {
         return (next, output);

@@ -339,7 +339,7 @@ fn step_connection<C: SessionCode + ?Sized>(
                 ));
             }
             check_authenticated(info, text, &conn.target, now, redeemed);
-            conn.info = Some(info.clone());
+            conn.info = Some((**info).clone());
             conn.authenticated_once = true;
             outcome.authenticated = outcome.authenticated.saturating_add(1);
         }
@@ -398,7 +398,7 @@ fn step_connection<C: SessionCode + ?Sized>(
     }
 
     match (&next, &conn.info) {
-        (Session::Streaming(now_info), Some(info)) if now_info != info => {
+        (Session::Streaming(now_info), Some(info)) if **now_info != *info => {
             violated(format_args!("a streaming session changed identity"))
         }
         (Session::Streaming(_), None) => {

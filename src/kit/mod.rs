@@ -7,10 +7,12 @@
 //! - [`cases`], the conformance catalogue: stable ids, expected outcomes, the attacks;
 //! - [`conformance`], the runner (`streamguard conformance`);
 //! - [`report`], the table, JSON and JUnit XML;
+//! - [`load`], `streamguard load`: many concurrent calls, with latency and server cost;
 //! - [`demo`], `streamguard demo`: the reference server and the whole kit.
 
 pub mod cases;
 pub mod conformance;
 pub mod demo;
+pub mod load;
 pub mod report;
 pub mod simulator;

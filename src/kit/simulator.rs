@@ -13,6 +13,7 @@
 //! The simulator connects to a given socket address (like `curl --resolve`), so the URLs
 //! can name the public host while the bytes go to a local server.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -256,17 +257,8 @@ fn sequenced(n: usize) -> Option<Short> {
 
 /// The `media` message for frame `index` (sequence numbers follow `connected` and `start`).
 pub fn media_message(stream: &StreamSid, index: usize) -> String {
-    let frame = MediaFrame {
-        sequence_number: sequenced(index.saturating_add(2)),
-        stream_sid: *stream,
-        media: MediaBody {
-            track: Short::new("inbound"),
-            chunk: sequenced(index.saturating_add(1)),
-            timestamp: sequenced(index.saturating_mul(20)),
-            payload: base64::engine::general_purpose::STANDARD.encode(tone_frame(index)),
-        },
-    };
-    serde_json::to_string(&Inbound::Media(frame)).unwrap_or_default()
+    let payload = base64::engine::general_purpose::STANDARD.encode(tone_frame(index));
+    media_message_with(stream, index, &payload)
 }
 
 /// The `connected` message.
@@ -788,6 +780,24 @@ impl Twilio {
     /// Opens a WebSocket to `url` (query kept as given), signed as `signing` says, and sends
     /// nothing yet.
     pub async fn open(&self, url: &str, signing: Signing) -> Result<Upgrade, SimError> {
+        Ok(match self.handshake(url, signing).await? {
+            Err(status) => Upgrade::Refused(status),
+            Ok(ws) => Upgrade::Open(Box::new(Connection {
+                ws,
+                received: Vec::new(),
+                binary: 0,
+                ended: None,
+            })),
+        })
+    }
+
+    /// The WebSocket handshake to `url`, signed as `signing` says: the open stream, or the
+    /// status of the refusal.
+    pub(crate) async fn handshake(
+        &self,
+        url: &str,
+        signing: Signing,
+    ) -> Result<Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16>, SimError> {
         let mut request = url
             .into_client_request()
             .map_err(|_| SimError::Url("stream url"))?;
@@ -796,6 +806,7 @@ impl Twilio {
             request.headers_mut().insert(signature::HEADER, value);
         }
         let tcp = TcpStream::connect(self.connect_to).await?;
+        let _ = tcp.set_nodelay(true);
         let config = tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(crate::limits::WS_READ_BUFFER_BYTES)
             .write_buffer_size(crate::limits::WS_WRITE_BUFFER_BYTES)
@@ -803,14 +814,9 @@ impl Twilio {
         let handshake = tokio_tungstenite::client_async_with_config(request, tcp, Some(config));
         match tokio::time::timeout(REPLY_TIMEOUT, handshake).await {
             Err(_) => Err(SimError::Timeout),
-            Ok(Err(tungstenite::Error::Http(resp))) => Ok(Upgrade::Refused(resp.status().as_u16())),
+            Ok(Err(tungstenite::Error::Http(resp))) => Ok(Err(resp.status().as_u16())),
             Ok(Err(e)) => Err(SimError::Http(e.to_string())),
-            Ok(Ok((ws, _))) => Ok(Upgrade::Open(Box::new(Connection {
-                ws,
-                received: Vec::new(),
-                binary: 0,
-                ended: None,
-            }))),
+            Ok(Ok((ws, _))) => Ok(Ok(ws)),
         }
     }
 }
@@ -857,14 +863,15 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Result<(u16, Stri
 
 /// A `media` message for frame `index` carrying `payload` (base64) instead of the tone.
 pub fn media_message_with(stream: &StreamSid, index: usize, payload: &str) -> String {
+    let counter = |n: usize| Some(Cow::Owned(n.to_string()));
     let frame = MediaFrame {
-        sequence_number: sequenced(index.saturating_add(2)),
+        sequence_number: counter(index.saturating_add(2)),
         stream_sid: *stream,
         media: MediaBody {
-            track: Short::new("inbound"),
-            chunk: sequenced(index.saturating_add(1)),
-            timestamp: sequenced(index.saturating_mul(20)),
-            payload: payload.to_owned(),
+            track: Some(Cow::Borrowed("inbound")),
+            chunk: counter(index.saturating_add(1)),
+            timestamp: counter(index.saturating_mul(20)),
+            payload: Cow::Borrowed(payload),
         },
     };
     serde_json::to_string(&Inbound::Media(frame)).unwrap_or_default()

@@ -13,15 +13,18 @@
 //! ([`MAX_OUTBOUND_BUFFER_BYTES`]): a peer that stops reading makes a send fail with
 //! [`SendError::Backpressure`] and the stream is closed, instead of buffering without limit.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
 
 use base64::Engine as _;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use futures_util::task::AtomicWaker;
+use tokio::sync::mpsc;
 
 use crate::limits::{MAX_OUTBOUND_BUFFER_BYTES, MAX_SHORT_FIELD_BYTES};
-use crate::session::{CloseCode, Reason, StreamInfo};
+use crate::session::{Reason, StreamInfo};
 use crate::sid::StreamSid;
 use crate::webhook::Verified;
 use crate::wire::frames::{
@@ -72,22 +75,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// A message for the writer task, holding its share of the byte budget until written.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    pub(crate) text: String,
-    pub(crate) _budget: OwnedSemaphorePermit,
-}
-
-/// What the writer task of a connection is asked to do, in order.
-#[derive(Debug)]
-pub(crate) enum WriterCmd {
-    /// A text message from the application.
-    Text(Queued),
-    /// A close frame; the writer stops after it.
-    Close(CloseCode),
-}
-
 /// Why the application (or its handle) asks the connection to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseRequest {
@@ -102,12 +89,15 @@ const BACKPRESSURE: u8 = 2;
 const BEHIND: u8 = 3;
 const CLOSED: u8 = 4;
 
+/// What a stream's handles share with its connection task: the queue of messages not yet
+/// written (allocated on the first message: an idle stream costs nothing here), its size in
+/// bytes against the budget, the stream's state and the connection task's waker.
 struct Inner {
     stream_sid: StreamSid,
-    tx: mpsc::UnboundedSender<WriterCmd>,
-    budget: Arc<Semaphore>,
+    queue: Mutex<VecDeque<String>>,
+    queued_bytes: AtomicUsize,
     state: AtomicU8,
-    close: Notify,
+    connection: AtomicWaker,
 }
 
 /// Sends messages to the peer of one authenticated stream, from any task. Cloning is cheap
@@ -127,14 +117,14 @@ impl fmt::Debug for StreamHandle {
 }
 
 impl StreamHandle {
-    pub(crate) fn new(stream_sid: StreamSid, tx: mpsc::UnboundedSender<WriterCmd>) -> Self {
+    pub(crate) fn new(stream_sid: StreamSid) -> Self {
         Self {
             inner: Arc::new(Inner {
                 stream_sid,
-                tx,
-                budget: Arc::new(Semaphore::new(MAX_OUTBOUND_BUFFER_BYTES)),
+                queue: Mutex::new(VecDeque::new()),
+                queued_bytes: AtomicUsize::new(0),
                 state: AtomicU8::new(OPEN),
-                close: Notify::new(),
+                connection: AtomicWaker::new(),
             }),
         }
     }
@@ -157,20 +147,44 @@ impl StreamHandle {
             .compare_exchange(OPEN, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.inner.close.notify_one();
+            self.inner.connection.wake();
         }
     }
 
-    /// Resolves once the application asked to close; says why.
-    pub(crate) async fn close_requested(&self) -> CloseRequest {
-        loop {
-            match self.inner.state.load(Ordering::Acquire) {
-                HANG_UP => return CloseRequest::HangUp,
-                BACKPRESSURE => return CloseRequest::Backpressure,
-                BEHIND => return CloseRequest::ApplicationBehind,
-                _ => self.inner.close.notified().await,
-            }
+    /// The connection task's side: wake `waker` when a message is queued or a close is
+    /// requested.
+    pub(crate) fn register(&self, waker: &Waker) {
+        self.inner.connection.register(waker);
+    }
+
+    /// Whether the application asked to close, and why.
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
+        match self.inner.state.load(Ordering::Acquire) {
+            HANG_UP => Some(CloseRequest::HangUp),
+            BACKPRESSURE => Some(CloseRequest::Backpressure),
+            BEHIND => Some(CloseRequest::ApplicationBehind),
+            _ => None,
         }
+    }
+
+    /// Whether messages may be waiting (a cheap check before [`Self::next_queued`]).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.inner.queued_bytes.load(Ordering::Acquire) > 0
+    }
+
+    /// The oldest message not yet written. Its bytes stay counted against the budget until
+    /// [`Self::written`].
+    pub(crate) fn next_queued(&self) -> Option<String> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// `bytes` of what [`Self::next_queued`] gave have been handed to the socket.
+    pub(crate) fn written(&self, bytes: usize) {
+        self.inner.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// The stream has ended: later sends fail with [`SendError::Closed`].
@@ -186,7 +200,7 @@ impl StreamHandle {
     /// Queues a message. Fails when the peer is not reading (more than
     /// [`MAX_OUTBOUND_BUFFER_BYTES`] queued: the stream is then closed) or the stream has
     /// ended.
-    pub fn send(&self, msg: &Outbound) -> Result<(), SendError> {
+    pub fn send(&self, msg: &Outbound<'_>) -> Result<(), SendError> {
         self.send_text(msg.to_json())
     }
 
@@ -196,30 +210,34 @@ impl StreamHandle {
             BACKPRESSURE => return Err(SendError::Backpressure),
             _ => return Err(SendError::Closed),
         }
-        let permit = u32::try_from(text.len()).ok().and_then(|n| {
-            Arc::clone(&self.inner.budget)
-                .try_acquire_many_owned(n)
-                .ok()
-        });
-        let Some(permit) = permit else {
+        let n = text.len();
+        let reserved =
+            self.inner
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    q.checked_add(n).filter(|t| *t <= MAX_OUTBOUND_BUFFER_BYTES)
+                });
+        if reserved.is_err() {
             self.request_close(BACKPRESSURE);
             return Err(SendError::Backpressure);
-        };
-        let cmd = WriterCmd::Text(Queued {
-            text,
-            _budget: permit,
-        });
-        self.inner.tx.send(cmd).map_err(|_| SendError::Closed)
+        }
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(text);
+        self.inner.connection.wake();
+        Ok(())
     }
 
     /// Queues audio to play to the caller: 8 kHz mono mu-law bytes (base64-encoded here).
     pub fn media(&self, mulaw: &[u8]) -> Result<(), SendError> {
         let payload = base64::engine::general_purpose::STANDARD.encode(mulaw);
-        self.media_base64(payload)
+        self.media_base64(&payload)
     }
 
     /// Queues audio already in base64 (an inbound payload echoed back, say: no re-encoding).
-    pub fn media_base64(&self, payload: impl Into<String>) -> Result<(), SendError> {
+    pub fn media_base64(&self, payload: &str) -> Result<(), SendError> {
         self.send(&Outbound::Media {
             stream_sid: self.inner.stream_sid,
             media: OutboundMedia {
@@ -272,7 +290,7 @@ pub trait MediaHandler: Send {
     /// The stream has authenticated.
     fn on_start(&mut self, _stream: &StartedStream, _out: &StreamHandle) {}
     /// One chunk of audio.
-    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle);
+    fn on_media(&mut self, frame: &MediaFrame<'_>, out: &StreamHandle);
     /// A key press.
     fn on_dtmf(&mut self, _frame: &DtmfFrame, _out: &StreamHandle) {}
     /// A mark the application sent earlier has been played.
@@ -301,7 +319,7 @@ where
 pub struct Discard;
 
 impl MediaHandler for Discard {
-    fn on_media(&mut self, _frame: &MediaFrame, _out: &StreamHandle) {}
+    fn on_media(&mut self, _frame: &MediaFrame<'_>, _out: &StreamHandle) {}
 }
 
 impl HandlerFactory for Discard {
@@ -315,9 +333,9 @@ impl HandlerFactory for Discard {
 pub struct Echo;
 
 impl MediaHandler for Echo {
-    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
+    fn on_media(&mut self, frame: &MediaFrame<'_>, out: &StreamHandle) {
         // A failure closes the stream (backpressure) or means it has ended.
-        let _ = out.media_base64(frame.media.payload.as_str());
+        let _ = out.media_base64(frame.payload());
     }
 }
 
@@ -332,7 +350,7 @@ impl HandlerFactory for Echo {
 #[non_exhaustive]
 pub enum StreamEvent {
     /// Audio.
-    Media(MediaFrame),
+    Media(MediaFrame<'static>),
     /// A key press.
     Dtmf(DtmfFrame),
     /// A mark played.
@@ -410,8 +428,8 @@ impl MediaHandler for ChannelHandler {
             out.application_behind();
         }
     }
-    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
-        self.push(StreamEvent::Media(frame.clone()), out);
+    fn on_media(&mut self, frame: &MediaFrame<'_>, out: &StreamHandle) {
+        self.push(StreamEvent::Media(frame.clone().into_owned()), out);
     }
     fn on_dtmf(&mut self, frame: &DtmfFrame, out: &StreamHandle) {
         self.push(StreamEvent::Dtmf(frame.clone()), out);
@@ -440,7 +458,7 @@ impl MediaHandler for ChannelHandler {
 ///     tokio::spawn(async move {
 ///         while let Some(event) = s.events.recv().await {
 ///             if let streamguard::server::StreamEvent::Media(m) = event {
-///                 let _ = s.handle.media_base64(m.media.payload.as_str());
+///                 let _ = s.handle.media_base64(m.payload());
 ///             }
 ///         }
 ///     });

@@ -7,30 +7,32 @@
 //! delivered after the stream authenticated, never dropped and never treated as
 //! unauthenticated. While pending, the connection also closes (1008, `pending_evicted`) when
 //! the capacity counters pick it to make room for a newer one. Nothing is written to the peer
-//! before authentication except a close frame. Writes go through a
-//! separate writer task so that a peer that stops reading cannot stall the reader; the
-//! handler's [`StreamHandle`] has a byte budget, and exhausting it closes the stream; the
-//! application can also hang up through it, from any task.
+//! before authentication except a close frame.
+//!
+//! After authentication one poll drives both directions of the socket: what the
+//! application queued through its [`StreamHandle`] (from any task) is written whenever the
+//! socket takes it, and frames are read meanwhile, so a peer that stops reading cannot stall
+//! the reader; the handle has a byte budget, and exhausting it closes the stream. No second
+//! task, no channel: an idle stream costs its socket buffers and little else.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use tungstenite::error::ProtocolError;
-
 use super::Shared;
 use super::capacity::{PendingPermit, StreamPermit};
-use super::handler::{
-    CloseRequest, MediaHandler, StartedStream, StreamEnd, StreamHandle, WriterCmd,
-};
+use super::handler::{CloseRequest, MediaHandler, StartedStream, StreamEnd, StreamHandle};
 use super::metrics::StoreOp;
 use crate::limits::{
     CLOSE_TIMEOUT, MAX_OUTBOUND_BUFFER_BYTES, WS_READ_BUFFER_BYTES, WS_WRITE_BUFFER_BYTES,
@@ -54,34 +56,6 @@ pub(crate) fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_bytes))
 }
 
-async fn writer(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
-    mut rx: mpsc::UnboundedReceiver<WriterCmd>,
-) {
-    while let Some(cmd) = rx.recv().await {
-        let msg = match cmd {
-            WriterCmd::Text(q) => Message::text(q.text),
-            WriterCmd::Close(code) => {
-                let frame = CloseFrame {
-                    code: code.as_u16().into(),
-                    reason: code.wire_reason().into(),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                return;
-            }
-        };
-        // Batch what is queued; flush when the queue is empty.
-        let sent = if rx.is_empty() {
-            sink.send(msg).await
-        } else {
-            sink.feed(msg).await
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-}
-
 /// The application side of an authenticated stream.
 struct App {
     handler: Box<dyn MediaHandler>,
@@ -89,8 +63,8 @@ struct App {
     _slot: StreamPermit,
 }
 
-/// How the read loop ended: what to tell the handler, and the close frame to send (none when
-/// the peer is gone or not reading).
+/// How the connection ended: what to tell the handler, and the close frame to send (none
+/// when the peer is gone or not reading).
 type Ending = (StreamEnd, Option<CloseCode>);
 
 /// Maps a WebSocket read to a session event.
@@ -125,143 +99,215 @@ pub(crate) async fn run(
     permit: PendingPermit,
     peer: SocketAddr,
 ) {
-    let ws = WebSocketStream::from_raw_socket(
+    let mut ws = WebSocketStream::from_raw_socket(
         io,
         Role::Server,
         Some(ws_config(shared.config.max_message_bytes)),
     )
     .await;
-    let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::unbounded_channel::<WriterCmd>();
-    let mut writer_task = tokio::spawn(writer(sink, rx));
-    let mut shutdown = shared.shutdown.clone();
-
+    let mut shutdown_rx = shared.shutdown.clone();
+    let shutdown = super::shutdown_requested(&mut shutdown_rx);
+    tokio::pin!(shutdown);
     let ctx = AuthContext {
         keys: &shared.config.keys,
         expected_account: &shared.config.account_sid,
         max_message_bytes: shared.config.max_message_bytes,
     };
-    let mut session = Session::new(shared.clock.now(), shared.config.start_timeout, url_token);
-    let mut pending = Some(permit);
-    let mut app: Option<App> = None;
-    let start_timer = tokio::time::sleep(shared.config.start_timeout);
-    tokio::pin!(start_timer);
+    let session = Session::new(shared.clock.now(), shared.config.start_timeout, url_token);
+    let conn = Conn {
+        shared: &shared,
+        ctx: &ctx,
+        peer,
+    };
+    let (end, close, app) = match conn
+        .await_start(&mut ws, session, permit, shutdown.as_mut())
+        .await
+    {
+        Ok((session, mut app)) => {
+            let (end, close) = conn
+                .stream(&mut ws, session, &mut app, shutdown.as_mut())
+                .await;
+            (end, close, Some(app))
+        }
+        Err((end, close)) => (end, close, None),
+    };
+    // The handler hears the end and the stream slot is released now, not after the closing
+    // handshake; the handle stays for what the application queued.
+    let queued = app.map(|mut a| {
+        a.handle.mark_closed();
+        a.handler.on_end(end);
+        a.handle
+    });
+    let Some(code) = close else {
+        // The peer is gone or not reading: no close handshake.
+        return;
+    };
+    let frame = CloseFrame {
+        code: code.as_u16().into(),
+        reason: code.wire_reason().into(),
+    };
+    // What the application queued is written first, then the close frame.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some(handle) = &queued {
+            while let Some(text) = handle.next_queued() {
+                ws.feed(Message::text(text)).await?;
+            }
+        }
+        ws.send(Message::Close(Some(frame))).await
+    })
+    .await;
+    // Give the peer a moment to answer the close, then drop the connection.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
 
-    let (end, close): Ending = loop {
-        let evicted = async {
-            match pending.as_mut() {
-                Some(p) => p.evicted().await,
-                None => std::future::pending().await,
-            }
-        };
-        let app_handle = app.as_ref().map(|a| a.handle.clone());
-        let app_close = async move {
-            match app_handle {
-                Some(h) => h.close_requested().await,
-                None => std::future::pending().await,
-            }
-        };
-        let read = tokio::select! {
-            read = stream.next() => Some(read),
-            () = &mut start_timer, if session.deadline().is_some() && !start_timer.is_elapsed() => None,
-            () = evicted => {
-                shared.metrics.stream_rejected(PENDING_EVICTED);
-                tracing::warn!(peer = %peer.ip(), reason = PENDING_EVICTED, "stream closed: the oldest pending connection makes room for a new one");
-                break (StreamEnd::PeerGone, Some(CloseCode::Policy));
-            }
-            request = app_close => match request {
-                CloseRequest::HangUp => {
-                    tracing::info!(peer = %peer.ip(), "stream closed: the application hung up");
-                    break (StreamEnd::HungUp, Some(CloseCode::Normal));
+/// What one connection's phases share.
+#[derive(Clone, Copy)]
+struct Conn<'s> {
+    shared: &'s Shared,
+    ctx: &'s AuthContext<'s>,
+    peer: SocketAddr,
+}
+
+/// One turn of an authenticated stream's socket.
+enum Io {
+    /// A frame read (or the end of the stream).
+    Read(Option<Result<Message, tungstenite::Error>>),
+    /// The application asked to close.
+    CloseRequested(CloseRequest),
+    /// Writing failed: the peer is gone.
+    WriteFailed,
+}
+
+/// Writes what the application queued as far as the socket takes it, flushing after a
+/// batch. Ready when nothing more can be done now (all written, or the socket is full and
+/// will wake the task); `Err` when the socket failed. A message is taken off the queue only
+/// once the socket is ready for it, so nothing is lost when this poll is not resumed.
+fn poll_write(
+    cx: &mut Context<'_>,
+    ws: &mut Ws,
+    out: &StreamHandle,
+    unflushed: &mut bool,
+) -> Result<(), tungstenite::Error> {
+    while out.has_queued() {
+        match ws.poll_ready_unpin(cx) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => return Ok(()),
+        }
+        let Some(text) = out.next_queued() else { break };
+        let bytes = text.len();
+        ws.start_send_unpin(Message::text(text))?;
+        out.written(bytes);
+        *unflushed = true;
+    }
+    if *unflushed && let Poll::Ready(r) = ws.poll_flush_unpin(cx) {
+        r?;
+        *unflushed = false;
+    }
+    Ok(())
+}
+
+impl Conn<'_> {
+    /// Until the stream authenticates (`Ok`: the session streams and the application's
+    /// handler exists) or the connection ends (`Err`).
+    async fn await_start<S: Future<Output = ()>>(
+        self,
+        ws: &mut Ws,
+        mut session: Session,
+        permit: PendingPermit,
+        mut shutdown: Pin<&mut S>,
+    ) -> Result<(Session, App), Ending> {
+        let Self { shared, ctx, peer } = self;
+        let mut pending = Some(permit);
+        let start_timer = tokio::time::sleep(shared.config.start_timeout);
+        tokio::pin!(start_timer);
+        loop {
+            let evicted = async {
+                match pending.as_mut() {
+                    Some(p) => p.evicted().await,
+                    None => std::future::pending().await,
                 }
-                CloseRequest::Backpressure => {
-                    tracing::warn!(peer = %peer.ip(), reason = "backpressure", "stream closed: peer is not reading");
-                    break (StreamEnd::Backpressure, None);
+            };
+            let read = tokio::select! {
+                biased;
+                () = &mut shutdown => return Err((StreamEnd::Shutdown, Some(CloseCode::GoingAway))),
+                () = evicted => {
+                    shared.metrics.stream_rejected(PENDING_EVICTED);
+                    tracing::warn!(peer = %peer.ip(), reason = PENDING_EVICTED, "stream closed: the oldest pending connection makes room for a new one");
+                    return Err((StreamEnd::PeerGone, Some(CloseCode::Policy)));
                 }
-                CloseRequest::ApplicationBehind => {
-                    tracing::warn!(peer = %peer.ip(), reason = "application_behind", "stream closed: the application is not keeping up with its events");
-                    break (StreamEnd::ApplicationBehind, Some(CloseCode::Internal));
-                }
-            },
-            () = super::shutdown_requested(&mut shutdown) => break (StreamEnd::Shutdown, Some(CloseCode::GoingAway)),
-        };
-        let now = shared.clock.now();
-        let event = match &read {
-            None => Event::Tick,
-            Some(read) => match event_of(read) {
-                Some(e) => e,
-                None => continue,
-            },
-        };
-        let (next, mut output) = session.handle(event, now, &ctx);
-        session = next;
-        if let Output::Redeem(r) = output {
-            // Nothing more is read until the store has answered: a frame that came with
-            // `start` waits in the socket and is handled after the result.
-            let slot = redeem(&shared, &mut pending, &r, now).await;
-            let reported = slot.as_ref().map(|_| ()).map_err(|e| *e);
-            let (next, out) = session.handle(Event::Redeemed(reported), shared.clock.now(), &ctx);
+                () = &mut start_timer, if session.deadline().is_some() && !start_timer.is_elapsed() => None,
+                read = ws.next() => Some(read),
+            };
+            let now = shared.clock.now();
+            let event = match &read {
+                None => Event::Tick,
+                Some(read) => match event_of(read) {
+                    Some(e) => e,
+                    None => continue,
+                },
+            };
+            let (next, mut output) = session.handle(event, now, ctx);
             session = next;
-            output = out;
-            if let (Output::Authenticated(info), Ok(slot)) = (&output, slot) {
-                shared.metrics.stream_authenticated();
-                tracing::info!(peer = %peer.ip(), call_sid = %info.call_sid, stream_sid = %info.stream_sid, "stream authenticated");
-                let handle = StreamHandle::new(info.stream_sid, tx.clone());
-                let started = StartedStream {
-                    info: info.clone(),
-                    webhook: shared.calls.take(&info.call_sid, shared.clock.now()),
-                };
-                let mut handler = shared.handlers.create(&started);
-                handler.on_start(&started, &handle);
-                app = Some(App {
-                    handler,
-                    handle,
-                    _slot: slot,
-                });
-            }
-        }
-        match output {
-            Output::Nothing | Output::Authenticated(_) | Output::Redeem(_) => {}
-            Output::Media(frame) => {
-                if let Some(a) = app.as_mut() {
-                    shared.metrics.media_frame();
-                    a.handler.on_media(&frame, &a.handle);
+            if let Output::Redeem(r) = output {
+                // Nothing more is read until the store has answered: a frame that came with
+                // `start` waits in the socket and is handled after the result.
+                let slot = redeem(shared, &mut pending, &r, now).await;
+                let reported = slot.as_ref().map(|_| ()).map_err(|e| *e);
+                let (next, out) =
+                    session.handle(Event::Redeemed(reported), shared.clock.now(), ctx);
+                session = next;
+                match (out, slot) {
+                    (Output::Authenticated(info), Ok(slot)) => {
+                        shared.metrics.stream_authenticated();
+                        tracing::info!(peer = %peer.ip(), call_sid = %info.call_sid, stream_sid = %info.stream_sid, "stream authenticated");
+                        let handle = StreamHandle::new(info.stream_sid);
+                        let webhook = shared.calls.take(&info.call_sid, shared.clock.now());
+                        let started = StartedStream {
+                            info: *info,
+                            webhook,
+                        };
+                        let mut handler = shared.handlers.create(&started);
+                        handler.on_start(&started, &handle);
+                        let app = App {
+                            handler,
+                            handle,
+                            _slot: slot,
+                        };
+                        return Ok((session, app));
+                    }
+                    (other, _) => output = other,
                 }
             }
-            Output::Dtmf(frame) => {
-                if let Some(a) = app.as_mut() {
-                    a.handler.on_dtmf(&frame, &a.handle);
+            match output {
+                // Before authentication the session hands the application nothing.
+                Output::Nothing
+                | Output::Authenticated(_)
+                | Output::Redeem(_)
+                | Output::Media(_)
+                | Output::Dtmf(_)
+                | Output::Mark(_) => {}
+                Output::Stop(_) => return Err((StreamEnd::Stopped, Some(CloseCode::Normal))),
+                Output::Close(reason) => {
+                    shared.metrics.stream_rejected(reason.as_str());
+                    tracing::warn!(peer = %peer.ip(), authenticated = false, reason = reason.as_str(), "stream closed: {reason}");
+                    return Err((StreamEnd::Violation(reason), Some(reason.close_code())));
                 }
             }
-            Output::Mark(frame) => {
-                if let Some(a) = app.as_mut() {
-                    a.handler.on_mark(&frame, &a.handle);
-                }
+            if session.is_closed() {
+                return Err((StreamEnd::PeerGone, None));
             }
-            Output::Stop(_) => break (StreamEnd::Stopped, Some(CloseCode::Normal)),
-            Output::Close(reason) => {
-                shared.metrics.stream_rejected(reason.as_str());
-                tracing::warn!(
-                    peer = %peer.ip(),
-                    authenticated = app.is_some(),
-                    reason = reason.as_str(),
-                    "stream closed: {reason}"
-                );
-                break (StreamEnd::Violation(reason), Some(reason.close_code()));
-            }
-        }
-        if app.as_ref().is_some_and(|a| !a.handle.is_open()) {
-            // A send from the handler just now hit the budget (or it hung up): the close
-            // request branch above handles it on the next turn.
-            continue;
-        }
-        if session.is_closed() {
-            break (StreamEnd::PeerGone, None);
-        }
-        if let Some(deadline) = session.deadline() {
-            // The timer fired but, by the session's clock, the deadline has not quite come:
-            // wait for the rest.
-            if start_timer.is_elapsed() {
+            if let Some(deadline) = session.deadline()
+                && start_timer.is_elapsed()
+            {
+                // The timer fired but, by the session's clock, the deadline has not quite
+                // come: wait for the rest.
                 let rest = deadline
                     .saturating_since(now)
                     .max(std::time::Duration::from_millis(1));
@@ -270,37 +316,80 @@ pub(crate) async fn run(
                 }
             }
         }
-    };
-
-    // Release the pending slot now, not after the closing handshake.
-    drop(pending);
-    if let Some(mut a) = app.take() {
-        a.handle.mark_closed();
-        a.handler.on_end(end);
     }
-    match close {
-        Some(code) => {
-            let _ = tx.send(WriterCmd::Close(code));
-            drop(tx);
-            if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer_task)
-                .await
-                .is_err()
-            {
-                writer_task.abort();
-            }
-            // Give the peer a moment to answer the close, then drop the connection.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                while let Some(Ok(m)) = stream.next().await {
-                    if m.is_close() {
-                        break;
+
+    /// An authenticated stream, to its end: frames to the handler, the handler's messages to
+    /// the peer.
+    async fn stream<S: Future<Output = ()>>(
+        self,
+        ws: &mut Ws,
+        mut session: Session,
+        app: &mut App,
+        mut shutdown: Pin<&mut S>,
+    ) -> Ending {
+        let Self { shared, ctx, peer } = self;
+        // A streaming session has no deadline and does not use the time: it is read once
+        // here, not per frame.
+        let now = shared.clock.now();
+        let mut unflushed = false;
+        loop {
+            // The socket first: a frame already buffered is handled without polling the
+            // shutdown signal. That is still polled whenever the socket has nothing, and at
+            // least every 128 socket reads (tokio's cooperative budget makes the socket
+            // report "not ready" then).
+            let io = tokio::select! {
+                biased;
+                io = std::future::poll_fn(|cx| {
+                    app.handle.register(cx.waker());
+                    if let Some(request) = app.handle.close_request() {
+                        return Poll::Ready(Io::CloseRequested(request));
                     }
+                    if poll_write(cx, ws, &app.handle, &mut unflushed).is_err() {
+                        return Poll::Ready(Io::WriteFailed);
+                    }
+                    ws.poll_next_unpin(cx).map(Io::Read)
+                }) => io,
+                () = &mut shutdown => return (StreamEnd::Shutdown, Some(CloseCode::GoingAway)),
+            };
+            let read = match io {
+                Io::Read(read) => read,
+                Io::WriteFailed => return (StreamEnd::PeerGone, None),
+                Io::CloseRequested(CloseRequest::HangUp) => {
+                    tracing::info!(peer = %peer.ip(), "stream closed: the application hung up");
+                    return (StreamEnd::HungUp, Some(CloseCode::Normal));
                 }
-            })
-            .await;
-        }
-        None => {
-            // The peer is gone or not reading: no close handshake to wait for.
-            writer_task.abort();
+                Io::CloseRequested(CloseRequest::Backpressure) => {
+                    tracing::warn!(peer = %peer.ip(), reason = "backpressure", "stream closed: peer is not reading");
+                    return (StreamEnd::Backpressure, None);
+                }
+                Io::CloseRequested(CloseRequest::ApplicationBehind) => {
+                    tracing::warn!(peer = %peer.ip(), reason = "application_behind", "stream closed: the application is not keeping up with its events");
+                    return (StreamEnd::ApplicationBehind, Some(CloseCode::Internal));
+                }
+            };
+            let Some(event) = event_of(&read) else {
+                continue;
+            };
+            let (next, output) = session.handle(event, now, ctx);
+            session = next;
+            match output {
+                Output::Nothing | Output::Authenticated(_) | Output::Redeem(_) => {}
+                Output::Media(frame) => {
+                    shared.metrics.media_frame();
+                    app.handler.on_media(&frame, &app.handle);
+                }
+                Output::Dtmf(frame) => app.handler.on_dtmf(&frame, &app.handle),
+                Output::Mark(frame) => app.handler.on_mark(&frame, &app.handle),
+                Output::Stop(_) => return (StreamEnd::Stopped, Some(CloseCode::Normal)),
+                Output::Close(reason) => {
+                    shared.metrics.stream_rejected(reason.as_str());
+                    tracing::warn!(peer = %peer.ip(), authenticated = true, reason = reason.as_str(), "stream closed: {reason}");
+                    return (StreamEnd::Violation(reason), Some(reason.close_code()));
+                }
+            }
+            if session.is_closed() {
+                return (StreamEnd::PeerGone, None);
+            }
         }
     }
 }

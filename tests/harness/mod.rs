@@ -98,19 +98,19 @@ impl MediaHandler for Recording {
             .push(Seen::Start(started.info.clone()));
         *self.rec.webhooks.lock().unwrap() += usize::from(started.webhook.is_some());
     }
-    fn on_media(&mut self, frame: &MediaFrame, out: &StreamHandle) {
+    fn on_media(&mut self, frame: &MediaFrame<'_>, out: &StreamHandle) {
         self.rec
             .seen
             .lock()
             .unwrap()
-            .push(Seen::Media(frame.stream_sid, frame.media.payload.clone()));
+            .push(Seen::Media(frame.stream_sid, frame.payload().to_owned()));
         if self.rec.echo {
-            let _ = out.media_base64(frame.media.payload.as_str());
+            let _ = out.media_base64(frame.payload());
         }
         let mut left = self.rec.flood;
         while left > 0 {
             let chunk = left.min(60_000);
-            if out.media_base64("A".repeat(chunk)).is_err() {
+            if out.media_base64(&"A".repeat(chunk)).is_err() {
                 break;
             }
             left -= chunk;

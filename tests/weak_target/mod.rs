@@ -519,7 +519,9 @@ fn without_custom_token(text: &str) -> String {
 fn echo(to: &Writer, stream_sid: StreamSid, payload: String) {
     let out = Outbound::Media {
         stream_sid,
-        media: OutboundMedia { payload },
+        media: OutboundMedia {
+            payload: payload.into(),
+        },
     };
     let _ = to.send(Message::text(out.to_json()));
 }
@@ -534,7 +536,7 @@ fn before_start(shared: &Shared, text: &str) -> BeforeStart {
         (Weakness::MediaBeforeStart, Ok(Inbound::Media(m))) => {
             let to = shared.live.lock().unwrap().get(&m.stream_sid).cloned();
             if let Some(to) = to {
-                echo(&to, m.stream_sid, m.media.payload);
+                echo(&to, m.stream_sid, m.media.payload.into_owned());
             }
             BeforeStart::Swallow
         }
@@ -590,13 +592,17 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
             expected_account: &expected,
             max_message_bytes: limit,
         };
+        let rewritten: String;
         let (next, mut output) = match (&session, event) {
             (Session::AwaitingStart { .. }, Event::Text(text)) => {
                 match before_start(&shared, text) {
-                    BeforeStart::Session(t) => session.handle(Event::Text(&t), shared.now(), &ctx),
+                    BeforeStart::Session(t) => {
+                        rewritten = t;
+                        session.handle(Event::Text(&rewritten), shared.now(), &ctx)
+                    }
                     BeforeStart::Authenticate(info) => (
-                        Session::Streaming(info.clone()),
-                        Output::Authenticated(info),
+                        Session::Streaming(Box::new(info.clone())),
+                        Output::Authenticated(Box::new(info)),
                     ),
                     BeforeStart::Swallow => continue,
                 }
@@ -636,7 +642,7 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
                     .insert(info.stream_sid, tx.clone());
                 registered = Some(info.stream_sid);
             }
-            Output::Media(frame) => echo(&tx, frame.stream_sid, frame.media.payload),
+            Output::Media(frame) => echo(&tx, frame.stream_sid, frame.media.payload.into_owned()),
             Output::Stop(_) => break Some(CloseCode::Normal),
             Output::Close(reason) => break Some(reason.close_code()),
             Output::Nothing | Output::Redeem(_) | Output::Dtmf(_) | Output::Mark(_) => {}
