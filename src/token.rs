@@ -19,7 +19,20 @@
 //! The tag covers a domain-separation label, the version, the key id, the AccountSid, the
 //! CallSid, the expiry and the nonce. Every field has a fixed length, so the MAC input is
 //! unambiguous. The SIDs are not in the token: the verifier supplies the ones it expects, so
-//! a token presented for any other call or account fails the MAC.
+//! a token presented for any other call or account fails the MAC. Exactly:
+//!
+//! ```text
+//! key id = HMAC-SHA256(key, "streamguard token key id")[0..4]          (secret::KeyId)
+//! tag    = HMAC-SHA256(key, "streamguard stream token v1" 0x00 || 0x01 || key id
+//!                           || AccountSid || CallSid || expiry || nonce)
+//! token  = base64url-nopad(0x01 || key id || expiry || nonce || tag)
+//! ```
+//!
+//! where the label is those 27 ASCII bytes and a NUL, the SIDs are their 34 ASCII characters
+//! and the other fields are the bytes of the table above. Known answers computed from this
+//! statement by an independent script (`scripts/token_vectors.py`, Python's `hmac`) are in
+//! `tests/data/token-vectors.json`: a change to the label or to the MAC input layout breaks
+//! them, as it would break tokens between instances in a rolling deploy.
 //!
 //! # Verification order
 //!

@@ -172,17 +172,12 @@ fn request_target_length_bounds() {
     );
 }
 
+/// Extraction errors cannot carry the token: `ExtractError` holds no data. (This test used
+/// to search the `Debug` and `Display` of a fieldless enum for the token, which could not
+/// fail.)
 #[test]
-fn extraction_errors_do_not_carry_the_token() {
-    let secret = "s3cr3t-t0ken-value";
-    for target in [
-        format!("/s?token={secret}&token={secret}"),
-        format!("/s?token={secret}%zz"),
-        format!("/s?token={secret}{}", "x".repeat(MAX_TOKEN_CHARS)),
-    ] {
-        let e = token_from_request_target(&target).unwrap_err();
-        common::assert_no_leak(&format!("{e:?} {e} {}", e.as_str()), &[secret]);
-    }
+fn extraction_errors_hold_no_data() {
+    common::assert_holds_no_data::<ExtractError>();
 }
 
 fn start_with_params(params: &[(&str, &str)]) -> streamguard::wire::frames::StartFrame {
@@ -252,6 +247,52 @@ fn resolve_table() {
     }
 }
 
+/// Query-like request targets made of the pieces that matter to the parser (the name
+/// `token`, plain and percent-encoded, separators, escapes good and bad, short values), so
+/// that most of them hold a `token` parameter, some once, some twice, some empty.
+fn query_like_target() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        4 => Just("token=".to_owned()),
+        1 => Just("%74oken=".to_owned()),
+        1 => Just("token".to_owned()),
+        1 => Just("tok".to_owned()),
+        3 => Just("&".to_owned()),
+        1 => Just("=".to_owned()),
+        1 => Just("?".to_owned()),
+        1 => Just("#".to_owned()),
+        1 => Just("+".to_owned()),
+        1 => prop_oneof![Just("%"), Just("%2"), Just("%zz"), Just("%C3%A9"), Just("%FF"), Just("%2B")]
+            .prop_map(str::to_owned),
+        4 => "[a-zA-Z0-9_-]{1,12}",
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|p| format!("/voice/stream?{}", p.concat()))
+}
+
+/// On query-like targets, extraction never panics, and when it returns a token the token is
+/// non-empty and at most MAX_TOKEN_CHARS bytes. The generator makes targets that do carry a
+/// token; the test fails if none of them returned one.
+#[test]
+fn extracted_tokens_are_non_empty_and_bounded() {
+    let returned =
+        common::run_property(
+            file!(),
+            query_like_target(),
+            |target| match token_from_request_target(&target) {
+                Ok(Some(t)) => {
+                    prop_assert!(
+                        !t.is_empty() && t.len() <= MAX_TOKEN_CHARS,
+                        "{:?} from {}",
+                        t,
+                        target
+                    );
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+        );
+    assert!(returned > 0, "no generated target returned a token");
+}
+
 #[test]
 fn form_decode_table() {
     let cases: &[(&str, Option<&str>)] = &[
@@ -277,21 +318,11 @@ fn form_decode_table() {
 proptest! {
     #![proptest_config(common::proptest_config())]
 
-    /// Extraction never panics on an arbitrary request target; when it returns a token, the
-    /// token is non-empty and at most MAX_TOKEN_CHARS bytes.
+    /// Extraction never panics on an arbitrary request target. (Random text almost never
+    /// holds `token=`: what a returned token is, is the next test's.)
     #[test]
     fn extraction_never_panics(target in any::<String>()) {
-        if let Ok(Some(t)) = token_from_request_target(&target) {
-            prop_assert!(!t.is_empty() && t.len() <= MAX_TOKEN_CHARS);
-        }
-    }
-
-    /// The same, for targets made of the characters that matter to the parser.
-    #[test]
-    fn extraction_never_panics_on_query_like_targets(target in "/?[?#&=%+tokenT0-9a-fA-F]{0,80}") {
-        if let Ok(Some(t)) = token_from_request_target(&target) {
-            prop_assert!(!t.is_empty() && t.len() <= MAX_TOKEN_CHARS);
-        }
+        let _ = token_from_request_target(&target);
     }
 
     /// Any token (1 to MAX_TOKEN_CHARS bytes of text), percent-encoded into a query among

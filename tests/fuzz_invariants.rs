@@ -1,21 +1,18 @@
 //! The fuzz targets' invariants, run by plain `cargo test` without cargo-fuzz.
 //!
 //! - Every committed corpus file under `fuzz/corpus/<target>/` goes through the same
-//!   `streamguard::invariants` function its fuzz target calls. Structured targets decode the
-//!   bytes with `arbitrary` exactly as `libfuzzer_sys::fuzz_target!` does
-//!   (`arbitrary_take_rest`); `arbitrary` is available here because the crate lists itself
-//!   as a dev-dependency with the `fuzzing` feature (see `Cargo.toml`), so no feature flag
-//!   is needed on the command line.
+//!   `streamguard::invariants` function its fuzz target calls, decoded as the target decodes
+//!   it (`invariants::decode_input`); `invariants` is available here because the crate lists
+//!   itself as a dev-dependency with the `fuzzing` feature (see `Cargo.toml`), so no feature
+//!   flag is needed on the command line.
 //! - The readable seeds (`seed-*` files) are generated from the values in this file by
 //!   `cargo test --test fuzz_invariants -- --ignored write_seeds`; a test checks that the
 //!   committed ones are current, and others check that the seeds reach the paths that
 //!   matter (authenticated streams, accepted upgrades, valid signatures, rendered TwiML).
-//! - Structured seeds are written with a small encoder that inverts `arbitrary` 1.x's
-//!   format for the types used here (integers little-endian, enum variants by a `u32`
-//!   scaled to the variant count, a `bool` before each collection element, string lengths
-//!   taken from the end of the input); every encoded seed is decoded again and compared
-//!   with its value, so a change in `arbitrary`'s format fails here rather than silently
-//!   producing useless seeds.
+//! - Structured seeds are the JSON of their typed values (serde, a format this crate owns):
+//!   the fuzz targets read them with `invariants::decode_input`, which tries JSON first and
+//!   `arbitrary` otherwise, so the seeds do not depend on `arbitrary`'s private byte format.
+//!   Every seed is decoded again and compared with its value.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,7 +26,7 @@ use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Arbitrary;
 use streamguard::invariants::{
     self, AccountChoice, ByteEdit, CallChoice, FixtureToken, HeaderName, HttpMethod, PolicyUrl,
     SessionEvent, SessionInput, SessionOutcome, SignatureHeader, SignatureInput, SignedBody,
@@ -58,8 +55,12 @@ fn fuzz_dir() -> PathBuf {
 // Running an input the way its fuzz target does
 // ---------------------------------------------------------------------------------------------
 
-fn decode<T: for<'a> Arbitrary<'a>>(data: &[u8]) -> Option<T> {
-    T::arbitrary_take_rest(Unstructured::new(data)).ok()
+/// Decodes a structured input exactly as its fuzz target does.
+fn decode<T>(data: &[u8]) -> Option<T>
+where
+    T: for<'a> Arbitrary<'a> + serde::de::DeserializeOwned,
+{
+    invariants::decode_input(data)
 }
 
 /// Runs `data` through `target`'s invariants, as the fuzz target would. Returns whether the
@@ -171,495 +172,21 @@ fn corpus_signature() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An encoder for `arbitrary` 1.x's format, for the types of the structured targets
+// Seeds in a format this crate owns
 // ---------------------------------------------------------------------------------------------
 
-/// Bytes being built: values from the front, collection lengths (one byte each, valid while
-/// the whole input is at most 256 bytes) from the back.
-#[derive(Default)]
-struct Enc {
-    front: Vec<u8>,
-    lens: Vec<u8>,
-}
-
-impl Enc {
-    fn u8(&mut self, v: u8) {
-        self.front.push(v);
-    }
-    fn bool(&mut self, v: bool) {
-        self.u8(u8::from(v));
-    }
-    fn u16(&mut self, v: u16) {
-        self.front.extend(v.to_le_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.front.extend(v.to_le_bytes());
-    }
-    /// Variant `i` of `n`: the derive picks `(u64::from(x) * n) >> 32`.
-    fn variant(&mut self, i: u32, n: u32) {
-        assert!(i < n);
-        let x = (u64::from(i) << 32).div_ceil(u64::from(n));
-        self.u32(u32::try_from(x).unwrap());
-    }
-    /// A string or byte string that is not the last thing in the input.
-    fn str(&mut self, s: &[u8]) {
-        self.lens.push(u8::try_from(s.len()).unwrap());
-        self.front.extend_from_slice(s);
-    }
-    /// The last string of the input: it takes the rest.
-    fn rest(&mut self, s: &[u8]) {
-        self.front.extend_from_slice(s);
-    }
-    fn finish(mut self) -> Vec<u8> {
-        self.lens.reverse();
-        self.front.extend(self.lens);
-        assert!(
-            self.front.len() <= 256,
-            "seed too long for one-byte lengths"
-        );
-        self.front
-    }
-}
-
-/// A value the encoder can write. `last` is true when the value is the last thing in the
-/// input (the derive then uses `arbitrary_take_rest` for it).
-trait Enc1 {
-    fn enc(&self, e: &mut Enc, last: bool);
-}
-
-impl Enc1 for bool {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        e.bool(*self);
-    }
-}
-impl Enc1 for u8 {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        e.u8(*self);
-    }
-}
-impl Enc1 for u16 {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        e.u16(*self);
-    }
-}
-impl Enc1 for u32 {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        e.u32(*self);
-    }
-}
-impl Enc1 for [u8; 16] {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        e.front.extend_from_slice(self);
-    }
-}
-impl Enc1 for String {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        if last {
-            e.rest(self.as_bytes());
-        } else {
-            e.str(self.as_bytes());
-        }
-    }
-}
-impl<T: Enc1> Enc1 for Vec<T> {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        for x in self {
-            e.bool(true);
-            x.enc(e, false);
-        }
-        if !last {
-            e.bool(false);
-        }
-    }
-}
-impl<T: Enc1> Enc1 for Option<T> {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        e.bool(self.is_some());
-        if let Some(x) = self {
-            x.enc(e, last);
-        }
-    }
-}
-impl<A: Enc1, B: Enc1> Enc1 for (A, B) {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.0.enc(e, false);
-        self.1.enc(e, last);
-    }
-}
-
-/// Unit-only enums: the variant's index among `all`.
-macro_rules! unit_enum {
-    ($t:ty, $all:expr) => {
-        impl Enc1 for $t {
-            fn enc(&self, e: &mut Enc, _: bool) {
-                let all = $all;
-                let i = all.iter().position(|v| v == self).unwrap();
-                e.variant(u32::try_from(i).unwrap(), u32::try_from(all.len()).unwrap());
-            }
-        }
-    };
-}
-
-unit_enum!(FixtureToken, FixtureToken::ALL);
-unit_enum!(
-    PolicyUrl,
-    [
-        PolicyUrl::NoPort,
-        PolicyUrl::DefaultPort,
-        PolicyUrl::OtherPort,
-        PolicyUrl::LocalWs
-    ]
-);
-unit_enum!(
-    AccountChoice,
-    [AccountChoice::Configured, AccountChoice::Other]
-);
-unit_enum!(CallChoice, [CallChoice::Call, CallChoice::Other]);
-unit_enum!(StreamChoice, [StreamChoice::Stream, StreamChoice::Other]);
-unit_enum!(Template, Template::ALL);
-unit_enum!(
-    HeaderName,
-    [
-        HeaderName::Upgrade,
-        HeaderName::Connection,
-        HeaderName::SecWebSocketVersion,
-        HeaderName::SecWebSocketKey,
-        HeaderName::XTwilioSignature,
-        HeaderName::Host,
-        HeaderName::XForwardedProto,
-        HeaderName::XForwardedHost,
-    ]
-);
-unit_enum!(Verb, [Verb::Connect, Verb::Start]);
-unit_enum!(Track, [Track::Inbound, Track::Outbound, Track::Both]);
-unit_enum!(Method, [Method::Get, Method::Post]);
-
-impl Enc1 for TokenChoice {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::Missing => e.variant(0, 3),
-            Self::Fixture(t) => {
-                e.variant(1, 3);
-                t.enc(e, last);
-            }
-            Self::Raw(s) => {
-                e.variant(2, 3);
-                s.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for StartSpec {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.account.enc(e, false);
-        self.call.enc(e, false);
-        self.stream.enc(e, false);
-        self.top_level_differs.enc(e, false);
-        self.token.enc(e, false);
-        self.extra_parameter.enc(e, last);
-    }
-}
-
-impl Enc1 for ByteEdit {
-    fn enc(&self, e: &mut Enc, _: bool) {
-        match *self {
-            Self::Delete(at) => {
-                e.variant(0, 5);
-                e.u16(at);
-            }
-            Self::Insert(at, b) => {
-                e.variant(1, 5);
-                e.u16(at);
-                e.u8(b);
-            }
-            Self::Replace(at, b) => {
-                e.variant(2, 5);
-                e.u16(at);
-                e.u8(b);
-            }
-            Self::FlipBit(at, b) => {
-                e.variant(3, 5);
-                e.u16(at);
-                e.u8(b);
-            }
-            Self::Truncate(n) => {
-                e.variant(4, 5);
-                e.u16(n);
-            }
-        }
-    }
-}
-
-impl Enc1 for UrlTokenChoice {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::None => e.variant(0, 3),
-            Self::Fixture(t) => {
-                e.variant(1, 3);
-                t.enc(e, last);
-            }
-            Self::Query(q) => {
-                e.variant(2, 3);
-                q.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for SessionEvent {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        const N: u32 = 16;
-        match self {
-            Self::Connected => e.variant(0, N),
-            Self::Start(s) => {
-                e.variant(1, N);
-                s.enc(e, last);
-            }
-            Self::Media(s) => {
-                e.variant(2, N);
-                s.enc(e, last);
-            }
-            Self::Dtmf(s) => {
-                e.variant(3, N);
-                s.enc(e, last);
-            }
-            Self::Mark(s) => {
-                e.variant(4, N);
-                s.enc(e, last);
-            }
-            Self::Stop(s) => {
-                e.variant(5, N);
-                s.enc(e, last);
-            }
-            Self::Unknown(s) => {
-                e.variant(6, N);
-                s.enc(e, last);
-            }
-            Self::Mutated { template, edits } => {
-                e.variant(7, N);
-                template.enc(e, false);
-                edits.enc(e, last);
-            }
-            Self::Text(t) => {
-                e.variant(8, N);
-                t.enc(e, last);
-            }
-            Self::Oversized => e.variant(9, N),
-            Self::Binary => e.variant(10, N),
-            Self::TooLarge => e.variant(11, N),
-            Self::Control => e.variant(12, N),
-            Self::Malformed => e.variant(13, N),
-            Self::Tick(ms) => {
-                e.variant(14, N);
-                ms.enc(e, last);
-            }
-            Self::PeerClosed => e.variant(15, N),
-        }
-    }
-}
-
-impl Enc1 for Step {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.second.enc(e, false);
-        self.event.enc(e, last);
-    }
-}
-
-impl Enc1 for SessionInput {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.first_url.enc(e, false);
-        self.second_url.enc(e, false);
-        self.steps.enc(e, last);
-    }
-}
-
-impl Enc1 for TokenMutation {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.account.enc(e, false);
-        self.call.enc(e, false);
-        self.issued_after_ms.enc(e, false);
-        self.ttl_us.enc(e, false);
-        self.nonce.enc(e, false);
-        self.text_edits.enc(e, false);
-        self.raw_edits.enc(e, last);
-    }
-}
-
-impl Enc1 for TokenInput {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::Verify(s) => {
-                e.variant(0, 2);
-                s.enc(e, last);
-            }
-            Self::Mutation(m) => {
-                e.variant(1, 2);
-                m.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for HttpMethod {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::Get => e.variant(0, 3),
-            Self::Post => e.variant(1, 3),
-            Self::Raw(m) => {
-                e.variant(2, 3);
-                m.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for UpgradeTarget {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::StreamPath => e.variant(0, 4),
-            Self::WithQuery(q) => {
-                e.variant(1, 4);
-                q.enc(e, last);
-            }
-            Self::WithToken(t) => {
-                e.variant(2, 4);
-                t.enc(e, last);
-            }
-            Self::Raw(t) => {
-                e.variant(3, 4);
-                t.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for UpgradeHeader {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        const N: u32 = 7;
-        match self {
-            Self::Upgrade => e.variant(0, N),
-            Self::Connection => e.variant(1, N),
-            Self::Version => e.variant(2, N),
-            Self::Key => e.variant(3, N),
-            Self::Signature { with_port } => {
-                e.variant(4, N);
-                with_port.enc(e, last);
-            }
-            Self::Named {
-                name,
-                lowercase,
-                value,
-            } => {
-                e.variant(5, N);
-                name.enc(e, false);
-                lowercase.enc(e, false);
-                value.enc(e, last);
-            }
-            Self::Raw { name, value } => {
-                e.variant(6, N);
-                name.enc(e, false);
-                value.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for UpgradeInput {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.policy.enc(e, false);
-        self.method.enc(e, false);
-        self.target.enc(e, false);
-        self.headers.enc(e, last);
-    }
-}
-
-impl Enc1 for StreamTwiml {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.verb.enc(e, false);
-        self.url.enc(e, false);
-        self.name.enc(e, false);
-        self.track.enc(e, false);
-        self.status_callback.enc(e, false);
-        self.status_callback_method.enc(e, false);
-        self.parameters.enc(e, last);
-    }
-}
-
-impl Enc1 for SignedUrl {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        let (i, s) = match self {
-            Self::Https(s) => (0, s),
-            Self::Wss(s) => (1, s),
-            Self::Http(s) => (2, s),
-            Self::Raw(s) => (3, s),
-        };
-        e.variant(i, 4);
-        s.enc(e, last);
-    }
-}
-
-impl Enc1 for SignedBody {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        match self {
-            Self::None => e.variant(0, 3),
-            Self::Raw(b) => {
-                e.variant(1, 3);
-                b.enc(e, last);
-            }
-            Self::Hashed(b) => {
-                e.variant(2, 3);
-                b.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for SignatureHeader {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        const N: u32 = 6;
-        match self {
-            Self::Missing => e.variant(0, N),
-            Self::Computed => e.variant(1, N),
-            Self::PortVariant { with_port } => {
-                e.variant(2, N);
-                with_port.enc(e, last);
-            }
-            Self::OtherAuthToken => e.variant(3, N),
-            Self::Edited(edit) => {
-                e.variant(4, N);
-                edit.enc(e, last);
-            }
-            Self::Raw(b) => {
-                e.variant(5, N);
-                b.enc(e, last);
-            }
-        }
-    }
-}
-
-impl Enc1 for SignatureInput {
-    fn enc(&self, e: &mut Enc, last: bool) {
-        self.url.enc(e, false);
-        self.body.enc(e, false);
-        self.header.enc(e, false);
-        self.params.enc(e, last);
-    }
-}
-
-/// `value` in `arbitrary`'s format, checked by decoding it again.
+/// `value` as a seed file: its JSON (serde), which `invariants::decode_input` reads back
+/// before trying `arbitrary`. Checked by decoding it again the way the fuzz target does.
 fn encoded<T>(value: &T) -> Vec<u8>
 where
-    T: Enc1 + for<'a> Arbitrary<'a> + PartialEq + Debug,
+    T: serde::Serialize + serde::de::DeserializeOwned + for<'a> Arbitrary<'a> + PartialEq + Debug,
 {
-    let mut e = Enc::default();
-    value.enc(&mut e, true);
-    let bytes = e.finish();
-    let back = decode::<T>(&bytes);
+    let mut bytes = serde_json::to_vec(value).unwrap();
+    bytes.push(b'\n');
     assert_eq!(
-        back.as_ref(),
+        invariants::decode_input::<T>(&bytes).as_ref(),
         Some(value),
-        "the seed encoder does not match arbitrary's format"
+        "a seed does not decode to its value"
     );
     bytes
 }
@@ -1468,14 +995,19 @@ fn all_seeds() -> BTreeMap<&'static str, Vec<(String, Vec<u8>)>> {
     ) -> Vec<(String, Vec<u8>)> {
         v.into_iter().map(|(n, x)| (n.into(), f(&x))).collect()
     }
+    let json = |v: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        v.into_iter()
+            .map(|(n, b)| (format!("{n}.json"), b))
+            .collect()
+    };
     let mut m = BTreeMap::new();
-    m.insert("upgrade_request", named(upgrade_seeds(), encoded));
+    m.insert("upgrade_request", json(named(upgrade_seeds(), encoded)));
     m.insert("upgrade_request_raw", upgrade_raw_seeds());
     m.insert("start_frame", start_frame_seeds());
-    m.insert("session", named(session_seeds(), encoded));
-    m.insert("token", named(token_seeds(), encoded));
-    m.insert("twiml", named(twiml_seeds(), encoded));
-    m.insert("signature", named(signature_seeds(), encoded));
+    m.insert("session", json(named(session_seeds(), encoded)));
+    m.insert("token", json(named(token_seeds(), encoded)));
+    m.insert("twiml", json(named(twiml_seeds(), encoded)));
+    m.insert("signature", json(named(signature_seeds(), encoded)));
     m
 }
 

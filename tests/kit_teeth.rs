@@ -650,7 +650,17 @@ const TWIML_CASES: &[(&str, &[&str])] = &[
     ),
     (
         r#"<Response><Connect><Say>hello</Say></Connect></Response>"#,
-        &[TEXT_NODE, SHAPE],
+        &[SHAPE],
+    ),
+    // The words of a <Say> (a TwiML hook's greeting) are the one text Twilio reads; any other
+    // text is not.
+    (
+        r#"<Response><Say>Connecting you now.</Say><Connect><Stream url="wss://voice.example.com/voice/stream"><Parameter name="token" value="AAAA" /></Stream></Connect></Response>"#,
+        &[],
+    ),
+    (
+        r#"<Response><Connect><Stream url="wss://voice.example.com/voice/stream">token<Parameter name="token" value="AAAA" /></Stream></Connect></Response>"#,
+        &[TEXT_NODE],
     ),
     // Not XML.
     (
@@ -658,6 +668,33 @@ const TWIML_CASES: &[(&str, &[&str])] = &[
         &[NOT_XML],
     ),
 ];
+
+/// Every document twilio-python writes (`tests/data/twiml-python.json`, Twilio's own helper
+/// library, so the right shape by definition) has no problem but a missing token, and only
+/// where it has no `token` parameter with a value.
+#[test]
+fn twiml_problems_of_the_python_vectors() {
+    let file: serde_json::Value =
+        serde_json::from_str(include_str!("data/twiml-python.json")).unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    assert!(
+        cases.len() >= 30,
+        "the vector file shrank: review this test"
+    );
+    let mut with_token = 0;
+    for c in cases {
+        let has_token = c["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p[0] == "token" && p[1].as_str().is_some_and(|v| !v.is_empty()));
+        with_token += usize::from(has_token);
+        let want: &[&str] = if has_token { &[] } else { &[NO_TOKEN] };
+        let doc = c["expected"].as_str().unwrap();
+        assert_eq!(twiml_problems(doc), want, "case {}", c["id"]);
+    }
+    assert!(with_token >= 5 && with_token < cases.len(), "{with_token}");
+}
 
 #[test]
 fn twiml_problems_of_hand_written_documents() {

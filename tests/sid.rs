@@ -216,11 +216,10 @@ fn check_account_sid_table() {
         assert_eq!(check_account_sid(&e, &p), want, "{expected} vs {presented}");
         // Symmetric.
         assert_eq!(check_account_sid(&p, &e), want, "{presented} vs {expected}");
-        if let Err(err) = check_account_sid(&e, &p) {
-            // The error names neither account.
-            common::assert_no_leak(&format!("{err:?} {err}"), &[expected, presented]);
-        }
     }
+    // The error names neither account: it holds no data at all. (Searching the `Debug` of
+    // this unit struct for the SIDs could not fail.)
+    common::assert_holds_no_data::<AccountMismatch>();
 }
 
 /// Many threads, each with its own expected account, check a mix of presented accounts at
@@ -255,6 +254,26 @@ fn concurrent_checks_do_not_cross_over() {
     });
 }
 
+/// Whatever parses as a SID is 34 bytes of ASCII. Random text never parses, so the inputs
+/// are SID-shaped: a prefix (right, wrong or missing) and 30 to 34 characters that are hex
+/// digits, other ASCII or multibyte; the test fails if none of them parsed.
+#[test]
+fn whatever_parses_is_34_bytes_of_ascii() {
+    let shaped = "(AC|CA|MZ|ac|)([0-9a-fA-F]{32}|[0-9a-fA-Fg-zé ]{30,34})";
+    let parsed = common::run_property(file!(), shaped, |s| {
+        let mut any = false;
+        for kind in KINDS {
+            if let Ok(text) = kind.parse(&s) {
+                prop_assert_eq!(text.len(), SID_LEN);
+                prop_assert!(text.is_ascii());
+                any = true;
+            }
+        }
+        Ok(any)
+    });
+    assert!(parsed > 0, "no generated text parsed as a SID");
+}
+
 proptest! {
     #![proptest_config(common::proptest_config())]
 
@@ -274,14 +293,11 @@ proptest! {
         }
     }
 
-    /// Parsing never panics on arbitrary text, and whatever parses is 34 bytes of ASCII.
+    /// Parsing never panics on arbitrary text.
     #[test]
     fn parse_never_panics(s in any::<String>()) {
         for kind in KINDS {
-            if let Ok(text) = kind.parse(&s) {
-                prop_assert_eq!(text.len(), SID_LEN);
-                prop_assert!(text.is_ascii());
-            }
+            let _ = kind.parse(&s);
         }
     }
 

@@ -579,6 +579,45 @@ fn port_variant_table() {
     assert_eq!(port_variants(&long), Err(SignatureError::BadUrl));
 }
 
+/// The fuzz target's oracle computes signatures, port variants and `validate`'s answer on its
+/// own (`invariants::expected_*`): it must agree with Twilio's SDK vectors and with the port
+/// table above, or the fuzz target would judge the crate against a wrong statement.
+#[test]
+fn the_fuzz_oracle_agrees_with_the_sdk_vectors_and_the_port_table() {
+    use streamguard::invariants::{expected_signature, expected_validate, expected_variants};
+    for v in vectors() {
+        let params: Vec<(String, String)> = v.params.clone();
+        let body = v.body.as_deref().map(str::as_bytes);
+        let header = Some(v.expected_signature.as_bytes());
+        let want = if v.expected_valid {
+            Ok(())
+        } else {
+            Err(SignatureError::Malformed)
+        };
+        assert_eq!(
+            expected_validate(&v.auth_token, &v.url, &params, body, header),
+            want,
+            "{}",
+            v.source
+        );
+        if v.expected_valid && signed_over(&v) == SignedOver::AsGiven {
+            assert_eq!(
+                expected_signature(&v.auth_token, &v.url, &params),
+                v.expected_signature,
+                "{}",
+                v.source
+            );
+        }
+    }
+    for (url, expected) in PORT_VARIANTS {
+        let got = expected_variants(url);
+        let got = got.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+        assert_eq!(got, expected.ok(), "{url}");
+    }
+    let long = format!("wss://example.com/{}", "a".repeat(16 * 1024));
+    assert_eq!(expected_variants(&long), None);
+}
+
 /// An authority whose host holds a colon outside IPv6 brackets is not a valid authority
 /// (RFC 3986 §3.2.2), so the URL cannot be signed (`BadUrl`'s documented meaning).
 #[test]
@@ -946,14 +985,26 @@ proptest! {
     #![proptest_config(common::proptest_config())]
 
     /// For any URL, parameters and auth token, the signature `compute_signature` produces
-    /// over the URL as given, and over either of its port variants, validates.
+    /// over the URL as given, and over either of its port variants, is the one the fuzz
+    /// oracle computes independently, and validates.
     #[test]
     fn compute_and_validate_agree(url in url_strategy(), params in params_strategy(), auth in auth_strategy()) {
-        let auth = AuthToken::new(&auth).unwrap();
-        let params = as_refs(&params);
+        let auth_text = auth;
+        let auth = AuthToken::new(&auth_text).unwrap();
+        let owned = params;
+        let params = as_refs(&owned);
         let text = url.text();
-        for signed in [text.clone(), url.with_port(None), url.with_port(Some(url.port.unwrap_or(url.default_port())))] {
+        let with_port = url.with_port(Some(url.port.unwrap_or(url.default_port())));
+        // The fuzz oracle's own port variants are these too.
+        prop_assert_eq!(
+            streamguard::invariants::expected_variants(&text),
+            Some((with_port.clone(), url.with_port(None)))
+        );
+        for signed in [text.clone(), url.with_port(None), with_port] {
             let sig = compute_signature(&auth, &signed, &params);
+            // And the signature is the one PROTOCOL.md §4 defines, as the fuzz oracle
+            // computes it without the crate.
+            prop_assert_eq!(&sig, &streamguard::invariants::expected_signature(&auth_text, &signed, &owned));
             prop_assert_eq!(validate(&auth, &text, &params, None, Some(sig.as_bytes())), Ok(()), "signed over {}", signed);
         }
     }
@@ -1088,21 +1139,70 @@ proptest! {
         );
     }
 
-    /// `validate` never panics, whatever the URL, parameters, body and header, and accepts
-    /// only a header that is exactly 28 characters.
-    #[test]
-    fn validate_never_panics(
-        url in prop_oneof!["\\PC{0,60}", "(wss?|https?|ftp)://[\\[\\]:@a-z0-9./?#=&%-]{0,40}"],
-        params in proptest::collection::vec(("\\PC{0,8}", "\\PC{0,8}"), 0..4),
-        body in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32)),
-        header in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-        auth in auth_strategy(),
-    ) {
-        let auth = AuthToken::new(&auth).unwrap();
-        let got = validate(&auth, &url, &as_refs(&params), body.as_deref(), header.as_deref());
+}
+
+/// One input of [`validate_never_panics_and_accepts_only_28_characters`].
+#[derive(Clone, Debug)]
+struct AnyRequest {
+    url: String,
+    params: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+    header: Option<Vec<u8>>,
+    auth: String,
+}
+
+/// `validate` never panics, whatever the URL, parameters, body and header, and accepts only a
+/// header that is exactly 28 characters. Random headers are never right, so half the inputs
+/// carry the signature of a URL built from parts (always signable) and their parameters:
+/// those reach the "accepted" branch, and the test fails if no input did.
+#[test]
+fn validate_never_panics_and_accepts_only_28_characters() {
+    let anything = (
+        prop_oneof![
+            "\\PC{0,60}",
+            "(wss?|https?|ftp)://[\\[\\]:@a-z0-9./?#=&%-]{0,40}"
+        ],
+        proptest::collection::vec(("\\PC{0,8}", "\\PC{0,8}"), 0..4),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32)),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+        auth_strategy(),
+    )
+        .prop_map(|(url, params, body, header, auth)| AnyRequest {
+            url,
+            params,
+            body,
+            header,
+            auth,
+        });
+    let signed =
+        (url_strategy(), params_strategy(), auth_strategy()).prop_map(|(url, params, auth)| {
+            let url = url.text();
+            let header = compute_signature(&AuthToken::new(&auth).unwrap(), &url, &params);
+            AnyRequest {
+                url,
+                params,
+                body: None,
+                header: Some(header.into_bytes()),
+                auth,
+            }
+        });
+    let accepted = common::run_property(file!(), prop_oneof![anything, signed], |r| {
+        let auth = AuthToken::new(&r.auth).unwrap();
+        let got = validate(
+            &auth,
+            &r.url,
+            &as_refs(&r.params),
+            r.body.as_deref(),
+            r.header.as_deref(),
+        );
+        let _ = port_variants(&r.url);
         if got.is_ok() {
-            prop_assert_eq!(header.map(|h| h.len()), Some(28));
+            prop_assert_eq!(r.header.as_ref().map(Vec::len), Some(28));
         }
-        let _ = port_variants(&url);
-    }
+        Ok(got.is_ok())
+    });
+    assert!(
+        accepted > 0,
+        "no input was accepted: the accepted-means-28-characters branch was never reached"
+    );
 }

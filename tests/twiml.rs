@@ -1,4 +1,4 @@
-//! TwiML rendering (`src/twiml.rs`): byte equality with twilio-python for every case of
+//! TwiML rendering (`src/wire/twiml.rs`): byte equality with twilio-python for every case of
 //! `tests/data/twiml-python.json`, insta snapshots pinning the exact bytes of the documents
 //! the server sends, every refusal (URL shape, forbidden XML characters in each field,
 //! parameter names, track under `<Connect>`), and a property: whatever the parameters, the
@@ -284,6 +284,20 @@ const URL_CASES: &[(&str, Result<(), TwimlError>)] = &[
     ("wsss://example.com/x", Err(TwimlError::UrlScheme)),
     // Scheme is checked before the query.
     ("https://example.com/x?a=1", Err(TwimlError::UrlScheme)),
+    // The authority must name a host (RFC 6455 §3, RFC 3986 §3.2); userinfo and a port are
+    // not a host.
+    ("wss://user@example.com/x", Ok(())),
+    ("wss://[::1]:8443/x", Ok(())),
+    ("ws://example.com:8080", Ok(())),
+    ("wss://", Err(TwimlError::UrlScheme)),
+    ("wss:///x", Err(TwimlError::UrlScheme)),
+    ("wss://user@/x", Err(TwimlError::UrlScheme)),
+    ("wss://:443/x", Err(TwimlError::UrlScheme)),
+    ("wss://@", Err(TwimlError::UrlScheme)),
+    ("wss://?token=abc", Err(TwimlError::UrlScheme)),
+    ("wss://#x", Err(TwimlError::UrlScheme)),
+    // A `?` inside the fragment is not a query (RFC 3986 §3.4, §3.5).
+    ("wss://example.com/x#a?b", Err(TwimlError::UrlHasFragment)),
 ];
 
 #[test]
@@ -291,6 +305,26 @@ fn url_table() {
     for (url, expected) in URL_CASES {
         let got = render(&StreamTwiml::connect(*url).parameter("token", "t")).map(|_| ());
         assert_eq!(got, *expected, "{url:?}");
+    }
+}
+
+/// The twiml fuzz target's oracle states the URL rules itself (from RFC 6455 and RFC 3986,
+/// `invariants::stream_url_problems`): it must judge the hand-written table above as the
+/// table says (its first problem is the refusal, none for an accepted URL) and find nothing
+/// wrong with any URL twilio-python renders in `tests/data/twiml-python.json`.
+#[test]
+fn the_fuzz_oracle_agrees_with_the_url_table_and_the_python_vectors() {
+    use streamguard::invariants::stream_url_problems;
+    for (url, expected) in URL_CASES {
+        assert_eq!(
+            stream_url_problems(url).first().copied(),
+            expected.err(),
+            "{url:?}"
+        );
+    }
+    let file: PythonCases = serde_json::from_str(include_str!("data/twiml-python.json")).unwrap();
+    for c in &file.cases {
+        assert_eq!(stream_url_problems(&c.url), [], "case {}", c.id);
     }
 }
 

@@ -4,6 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 use streamguard::invariants::{self, SessionInput};
 
-fuzz_target!(|input: SessionInput| {
-    invariants::session(&input);
+// The bytes are a JSON seed or read with `arbitrary`: `invariants::decode_input`.
+fuzz_target!(|data: &[u8]| {
+    if let Some(input) = invariants::decode_input::<SessionInput>(data) {
+        invariants::session(&input);
+    }
 });

@@ -5,6 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use streamguard::invariants::{self, SignatureInput};
 
-fuzz_target!(|input: SignatureInput| {
-    invariants::signature(&input);
+// The bytes are a JSON seed or read with `arbitrary`: `invariants::decode_input`.
+fuzz_target!(|data: &[u8]| {
+    if let Some(input) = invariants::decode_input::<SignatureInput>(data) {
+        invariants::signature(&input);
+    }
 });

@@ -5,6 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use streamguard::invariants;
 use streamguard::wire::twiml::StreamTwiml;
 
-fuzz_target!(|input: StreamTwiml| {
-    invariants::twiml(&input);
+// The bytes are a JSON seed or read with `arbitrary`: `invariants::decode_input`.
+fuzz_target!(|data: &[u8]| {
+    if let Some(input) = invariants::decode_input::<StreamTwiml>(data) {
+        invariants::twiml(&input);
+    }
 });

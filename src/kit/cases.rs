@@ -466,18 +466,19 @@ fn legitimate(ctx: &Ctx) -> CaseFuture<'_> {
     })
 }
 
-/// Problems of a TwiML answer, judged independently of the renderer: a text node, a query in
-/// the stream URL, the wrong shape, no token parameter.
+/// Problems of a TwiML answer, judged independently of the renderer: a text node (other than
+/// the words of a `<Say>`), a query in the stream URL, the wrong shape, no token parameter.
 pub fn twiml_problems(body: &str) -> Vec<String> {
     let mut out = Vec::new();
     let doc = match roxmltree::Document::parse(body) {
         Ok(d) => d,
         Err(_) => return vec!["not well-formed XML".to_owned()],
     };
-    if doc
-        .descendants()
-        .any(|n| n.is_text() && n.text().is_some_and(|t| !t.is_empty()))
-    {
+    if doc.descendants().any(|n| {
+        n.is_text()
+            && n.text().is_some_and(|t| !t.is_empty())
+            && !n.parent().is_some_and(|p| p.has_tag_name("Say"))
+    }) {
         out.push("text nodes (whitespace) inside the TwiML".to_owned());
     }
     let root = doc.root_element();

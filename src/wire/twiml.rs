@@ -26,6 +26,7 @@ use std::fmt;
 /// The verb around `<Stream>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Verb {
     /// `<Connect>`: bidirectional; the call waits until the server closes the socket.
     #[default]
@@ -37,6 +38,7 @@ pub enum Verb {
 /// The `track` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Track {
     /// `inbound_track` (Twilio's default; the only one allowed under `<Connect>`).
     Inbound,
@@ -67,6 +69,7 @@ impl Track {
 /// The `statusCallbackMethod` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub enum Method {
     /// `GET`.
     Get,
@@ -87,6 +90,7 @@ impl Method {
 /// A `<Response>` holding one `<Stream>`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "arbitrary", derive(serde::Serialize, serde::Deserialize))]
 pub struct StreamTwiml {
     /// `<Connect>` or `<Start>`.
     pub verb: Verb,
@@ -180,11 +184,13 @@ pub enum TwimlError {
     /// The field holds a character XML 1.0 forbids (control characters other than tab, line
     /// feed and carriage return; U+FFFE; U+FFFF).
     ForbiddenCharacter(Field),
-    /// The stream URL has a query string, which Twilio drops (error 31920).
+    /// The stream URL has a query string (a `?` before any `#`), which Twilio drops (error
+    /// 31920).
     UrlHasQuery,
     /// The stream URL has a fragment.
     UrlHasFragment,
-    /// The stream URL is not `wss://` or `ws://` followed by a host.
+    /// The stream URL is not `wss://` or `ws://` (any case) followed by a host: its authority
+    /// (up to the first `/`, `?` or `#`), without userinfo and port, is empty.
     UrlScheme,
     /// A `<Parameter>` name is empty.
     EmptyParameterName(usize),
@@ -289,14 +295,31 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
+/// The host of an authority (`userinfo@host:port`, RFC 3986 §3.2): after the userinfo (which
+/// ends at the last `@`), up to the port's `:`, or the bracketed IPv6 literal.
+fn host_of(authority: &str) -> &str {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.starts_with('[') {
+        host_port
+            .find(']')
+            .and_then(|end| host_port.get(..=end))
+            .unwrap_or(host_port)
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    }
+}
+
 fn check_url(url: &str) -> Result<(), TwimlError> {
     let rest = strip_prefix_ci(url, "wss://")
         .or_else(|| strip_prefix_ci(url, "ws://"))
         .ok_or(TwimlError::UrlScheme)?;
-    if rest.is_empty() || rest.starts_with('/') {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host_of(authority).is_empty() {
         return Err(TwimlError::UrlScheme);
     }
-    if url.contains('?') {
+    // The query is what follows the first `?` before any `#` (RFC 3986 §3.4): a `?` inside
+    // the fragment is part of the fragment.
+    if url.split('#').next().unwrap_or_default().contains('?') {
         return Err(TwimlError::UrlHasQuery);
     }
     if url.contains('#') {

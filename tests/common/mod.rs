@@ -15,7 +15,10 @@
 
 use std::time::Duration;
 
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use proptest::strategy::Strategy;
+use proptest::test_runner::{
+    Config as ProptestConfig, FileFailurePersistence, TestCaseError, TestRunner,
+};
 use serde_json::json;
 use streamguard::secret::{KeySet, StreamToken, TokenKey};
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
@@ -40,6 +43,31 @@ pub fn proptest_config() -> ProptestConfig {
         "proptest-regressions",
     )));
     config
+}
+
+/// Runs the property `test` over `strategy` with [`proptest_config`] (failures persisted next
+/// to `source_file`, pass `file!()`), and returns how many cases reached the branch the
+/// property is about: `test` returns `Ok(true)` for those. A property whose interesting branch
+/// no generated case reaches is weaker than its words, so callers assert the count is not
+/// zero (and generate inputs that reach it).
+pub fn run_property<S: Strategy>(
+    source_file: &'static str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<bool, TestCaseError>,
+) -> u32 {
+    let mut config = proptest_config();
+    config.source_file = Some(source_file);
+    let reached = std::cell::Cell::new(0u32);
+    let result = TestRunner::new(config).run(&strategy, |v| {
+        if test(v)? {
+            reached.set(reached.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    reached.get()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,6 +274,21 @@ pub fn assert_no_leak(text: &str, secrets: &[&str]) {
             "secret leaked into {text:?}"
         );
     }
+}
+
+/// `T` cannot carry a secret or any part of its input: it is `Copy` (so it holds no `String`,
+/// `Vec` or `Box`) and at most 4 bytes (too small for a reference to text, 16 bytes, or a
+/// nonce, 16). This is what stands behind "the error carries no token" for the crate's
+/// fieldless error enums: asserting on their `Debug` output could not fail, this can, the day
+/// one of them gains a field (and then its leak test must be written against real data).
+#[track_caller]
+pub fn assert_holds_no_data<T: Copy>() {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        size <= 4,
+        "{} is {size} bytes: it may now carry input; test what it shows",
+        std::any::type_name::<T>()
+    );
 }
 
 /// Every way the bytes of a secret could plausibly be rendered: `{:?}` of the bytes, lowercase
