@@ -1028,6 +1028,16 @@ impl SessionCode for AlteredParser {
     }
 }
 
+/// A media fast path that also takes messages with a repeated field (the last value wins).
+struct LenientFastPath;
+
+impl SessionCode for LenientFastPath {
+    fn parse_media_fast<'a>(&self, text: &'a str) -> Option<frames::MediaFrame<'a>> {
+        let once = text.replacen(&format!(r#""streamSid":"{}","#, invariants::STREAM), "", 1);
+        frames::parse_media_fast(&once).map(frames::MediaFrame::into_owned)
+    }
+}
+
 /// A parser that answers differently the second time.
 struct FlakyParser(Cell<u32>);
 
@@ -1286,6 +1296,11 @@ fn start_frame_oracle_catches_wrong_parsers_and_sessions() {
     });
     let oversized = format!("{media}{}", " ".repeat(70_000));
     let flaky = FlakyParser(Cell::new(0));
+    let repeated_sid = media.replacen(
+        r#""streamSid":"#,
+        &format!(r#""streamSid":"{}","streamSid":"#, invariants::STREAM),
+        1,
+    );
     let cases: Vec<(&str, &dyn SessionCode, &str, &str)> = vec![
         (
             "a start with two streamSids parsed",
@@ -1310,6 +1325,12 @@ fn start_frame_oracle_catches_wrong_parsers_and_sessions() {
             &flaky,
             &start,
             "parse_inbound is not deterministic",
+        ),
+        (
+            "a media fast path that takes a repeated streamSid",
+            &LenientFastPath,
+            &repeated_sid,
+            "the media fast path gave",
         ),
         (
             "a parsed message that does not survive re-encoding",

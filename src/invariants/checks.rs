@@ -27,6 +27,12 @@ pub trait SessionCode {
         frames::parse_inbound(text, max_bytes)
     }
 
+    /// [`frames::parse_media_fast`]: the fast path [`frames::parse_inbound`] takes for a
+    /// `media` message.
+    fn parse_media_fast<'a>(&self, text: &'a str) -> Option<frames::MediaFrame<'a>> {
+        frames::parse_media_fast(text)
+    }
+
     /// [`Session::handle`].
     fn handle<'a>(
         &self,

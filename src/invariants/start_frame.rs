@@ -40,6 +40,8 @@ pub enum StartOutcome {
 /// Invariants:
 /// - parsing is deterministic, and a parsed message re-encodes to JSON that parses to the
 ///   same message;
+/// - when the media fast path recognises the text, the general parser (serde_json) parses it
+///   to the same frame;
 /// - a parsed `start` has valid SIDs and one `streamSid`;
 /// - a session that authenticates does so only for a `start`, for the configured account,
 ///   with a live token issued with [`TOKEN_KEY`] for exactly `start.accountSid` and
@@ -64,6 +66,14 @@ pub fn start_frame_with<C: SessionCode + ?Sized>(code: &C, data: &[u8]) -> Start
     let parsed = code.parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES);
     if parsed != code.parse_inbound(text, DEFAULT_MAX_MESSAGE_BYTES) {
         violated(format_args!("parse_inbound is not deterministic"));
+    }
+    if let Some(fast) = code.parse_media_fast(text) {
+        let general = crate::wire::frames::parse_inbound_general(text, usize::MAX);
+        if general != Ok(Inbound::Media(fast.clone())) {
+            violated(format_args!(
+                "the media fast path gave {fast:?} where the general parser gave {general:?}"
+            ));
+        }
     }
     if let Ok(msg) = &parsed {
         let json = match serde_json::to_string(msg) {
