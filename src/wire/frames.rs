@@ -818,7 +818,7 @@ fn frame_error(e: &serde_json::Error) -> FrameError {
 mod fast;
 
 /// Parses one text message of at most `max_bytes` bytes. A `media` message in the shape
-/// Twilio sends takes a fast path that borrows every string ([`fast`]); anything else goes
+/// Twilio sends takes a fast path that borrows every string ([`parse_media_fast`]); anything else goes
 /// to [`parse_inbound_general`], which gives the same answer for every input.
 pub fn parse_inbound(text: &str, max_bytes: usize) -> Result<Inbound<'_>, FrameError> {
     if text.len() > max_bytes {
