@@ -24,8 +24,8 @@ use serde::Serialize;
 use tungstenite::Message;
 
 use super::simulator::{
-    FRAME_INTERVAL, Signing, Twilio, connected_message, media_message, parse_twiml, random_sid,
-    start_message, stop_message, strip_query,
+    FRAME_INTERVAL, Signing, Twilio, connected_message, media_message_with, parse_twiml,
+    random_sid, start_message, stop_message, strip_query, tone_frame,
 };
 use crate::secret::AuthToken;
 use crate::sid::{AccountSid, CallSid, StreamSid};
@@ -115,6 +115,10 @@ pub struct ServerUsage {
     pub pid: u32,
     /// CPU seconds (user and system) it used during the run.
     pub cpu_seconds: f64,
+    /// Of which in user space.
+    pub user_seconds: f64,
+    /// Of which in the kernel (sockets, scheduling).
+    pub system_seconds: f64,
     /// `cpu_seconds` over the run's wall time.
     pub cores_used: f64,
     /// Resident memory before the run, KiB.
@@ -193,9 +197,11 @@ impl LoadReport {
             Some(u) => {
                 let _ = writeln!(
                     out,
-                    "server (pid {})     {:.3} CPU s, {:.3} cores, RSS {} -> {} KiB during the run ({} KiB peak since start), {:.0} frames per CPU second",
+                    "server (pid {})     {:.3} CPU s ({:.3} user, {:.3} kernel), {:.3} cores, RSS {} -> {} KiB during the run ({} KiB peak since start), {:.0} frames per CPU second",
                     u.pid,
                     u.cpu_seconds,
+                    u.user_seconds,
+                    u.system_seconds,
                     u.cores_used,
                     u.rss_before_kib,
                     u.rss_kib,
@@ -237,9 +243,32 @@ fn ws_url(public: &str, path: &str) -> String {
     format!("{ws}{path}")
 }
 
-/// Frames built once per call: a ring of distinct messages (increasing sequence numbers),
-/// cloned by reference count when sent.
+/// At `--rate max`, frames are built once per call, a ring of this many, and cloned by
+/// reference count when sent (sequence numbers then repeat: the generator must outrun the
+/// server). Real-time frames are built as they are sent, with increasing sequence numbers.
 const RING: usize = 250;
+
+/// The simulator's 440 Hz tone repeats every 8000 samples: 50 frames.
+const TONE_PERIOD: usize = 50;
+
+/// The tone's payloads (base64), computed once per process.
+fn tone_payloads() -> &'static [String] {
+    static PAYLOADS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PAYLOADS.get_or_init(|| {
+        use base64::Engine as _;
+        (0..TONE_PERIOD)
+            .map(|i| base64::engine::general_purpose::STANDARD.encode(tone_frame(i)))
+            .collect()
+    })
+}
+
+/// Media frame `i` of `stream`.
+fn media_frame(stream: &StreamSid, i: usize) -> Message {
+    let payload = tone_payloads()
+        .get(i % TONE_PERIOD)
+        .map_or("", String::as_str);
+    Message::text(media_message_with(stream, i, payload))
+}
 
 async fn one_call(
     twilio: Arc<Twilio>,
@@ -347,9 +376,11 @@ async fn one_call(
         (echoed, first, latencies, closed)
     });
 
-    let frames: Vec<Message> = (0..RING)
-        .map(|i| Message::text(media_message(&stream, i)))
-        .collect();
+    let ring: Vec<Message> = if spec.rate == Rate::Max {
+        (0..RING).map(|i| media_frame(&stream, i)).collect()
+    } else {
+        Vec::new()
+    };
     let ends = Instant::now()
         .checked_add(spec.duration)
         .unwrap_or_else(Instant::now);
@@ -376,11 +407,7 @@ async fn one_call(
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push_back(Instant::now());
                 }
-                let frame = frames
-                    .get(i % RING)
-                    .cloned()
-                    .unwrap_or_else(|| Message::text(""));
-                if sink.send(frame).await.is_err() {
+                if sink.send(media_frame(&stream, i)).await.is_err() {
                     failed = true;
                     break;
                 }
@@ -397,7 +424,7 @@ async fn one_call(
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push_back(Instant::now());
                     }
-                    let frame = frames
+                    let frame = ring
                         .get(i % RING)
                         .cloned()
                         .unwrap_or_else(|| Message::text(""));
@@ -443,9 +470,20 @@ async fn one_call(
     stats
 }
 
-/// CPU ticks (user + system) and resident memory of `pid`, from `/proc`.
+/// What `/proc` says about a process at one moment.
+#[derive(Clone, Copy)]
+struct ProcUsage {
+    /// CPU ticks in user space.
+    user: u64,
+    /// CPU ticks in the kernel.
+    system: u64,
+    rss_kib: u64,
+    peak_kib: u64,
+}
+
+/// CPU ticks and resident memory of `pid`, from `/proc`.
 #[cfg(target_os = "linux")]
-fn proc_usage(pid: u32) -> Option<(u64, u64, u64)> {
+fn proc_usage(pid: u32) -> Option<ProcUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
@@ -460,11 +498,16 @@ fn proc_usage(pid: u32) -> Option<(u64, u64, u64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    Some((utime.saturating_add(stime), kib("VmRSS:"), kib("VmHWM:")))
+    Some(ProcUsage {
+        user: utime,
+        system: stime,
+        rss_kib: kib("VmRSS:"),
+        peak_kib: kib("VmHWM:"),
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
-fn proc_usage(_pid: u32) -> Option<(u64, u64, u64)> {
+fn proc_usage(_pid: u32) -> Option<ProcUsage> {
     None
 }
 
@@ -566,7 +609,7 @@ pub async fn run(spec: LoadSpec, auth_token: AuthToken) -> LoadReport {
         tokio::spawn(async move {
             let mut max = 0u64;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some((_, rss, _)) = pid.and_then(proc_usage) {
+                if let Some(ProcUsage { rss_kib: rss, .. }) = pid.and_then(proc_usage) {
                     max = max.max(rss);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -604,12 +647,18 @@ pub async fn run(spec: LoadSpec, auth_token: AuthToken) -> LoadReport {
     report.auth_latency = spread(auth);
     report.lateness = spread(late);
     report.echo_latency = spread(echo);
-    if let (Some(pid), Some((t0, rss0, _)), Some((t1, rss, peak))) = (pid, before, after) {
+    if let (Some(pid), Some(u0), Some(u1)) = (pid, before, after) {
         #[allow(clippy::cast_precision_loss)]
-        let cpu = t1.saturating_sub(t0) as f64 / clock_ticks();
+        let seconds = |a: u64, b: u64| b.saturating_sub(a) as f64 / clock_ticks();
+        let user = seconds(u0.user, u1.user);
+        let system = seconds(u0.system, u1.system);
+        let cpu = user + system;
+        let (rss0, rss, peak) = (u0.rss_kib, u1.rss_kib, u1.peak_kib);
         report.server = Some(ServerUsage {
             pid,
             cpu_seconds: cpu,
+            user_seconds: user,
+            system_seconds: system,
             cores_used: if wall > 0.0 { cpu / wall } else { 0.0 },
             rss_before_kib: rss0,
             rss_kib: rss_max.max(rss),
