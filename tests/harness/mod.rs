@@ -198,6 +198,16 @@ pub fn stream_sid(n: u64) -> StreamSid {
 
 impl Harness {
     pub async fn start(opts: Options) -> Self {
+        Self::start_inner(opts, None).await
+    }
+
+    /// The same server with `handlers` instead of the recording handler (`recorder` then
+    /// sees nothing): for tests whose own handler checks what arrives (tests/soak.rs).
+    pub async fn start_with_handlers(opts: Options, handlers: Arc<dyn HandlerFactory>) -> Self {
+        Self::start_inner(opts, Some(handlers)).await
+    }
+
+    async fn start_inner(opts: Options, handlers: Option<Arc<dyn HandlerFactory>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let public_url = match opts.public_url {
@@ -227,7 +237,8 @@ impl Harness {
         } else {
             (Arc::new(SystemClock), None)
         };
-        let server = server::start(listener, config, Arc::new(recorder.clone()), clock)
+        let handlers = handlers.unwrap_or_else(|| Arc::new(recorder.clone()));
+        let server = server::start(listener, config, handlers, clock)
             .await
             .unwrap();
         Self {
