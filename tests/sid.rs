@@ -310,3 +310,20 @@ proptest! {
         prop_assert_eq!(check_account_sid(&e, &p).is_ok(), e.as_str() == p_text);
     }
 }
+
+/// The errors explain themselves: every reason a distinct message, the length one naming the
+/// length a SID must have.
+#[test]
+fn errors_have_distinct_messages() {
+    let messages: Vec<String> = [SidError::Length, SidError::Prefix, SidError::NotHex]
+        .iter()
+        .map(ToString::to_string)
+        .chain([AccountMismatch.to_string()])
+        .collect();
+    common::assert_distinct_messages(&messages);
+    assert!(
+        messages[0].contains(&SID_LEN.to_string()),
+        "{}",
+        messages[0]
+    );
+}

@@ -34,7 +34,7 @@ use streamguard::store::{
     RedeemError, RedeemRefusal, StoreError, StoreKey, StorePolicy,
 };
 use streamguard::time::UnixTime;
-use streamguard::token::verify;
+use streamguard::token::{IssueError, verify};
 
 const AUTH: &str = "f1e2d3c4b5a6978877665544332211ff";
 
@@ -322,6 +322,59 @@ fn record_rules_table() {
     }
 }
 
+/// A record kept past its live token's expiry (a call that streamed once of two, and was
+/// minted a second token): at the very millisecond that token expires it is expired for the
+/// record too, as for `token::verify` (`now >= expiry`). Minting then issues the candidate
+/// instead of handing the expired token back, and redeeming the expired token is refused.
+#[test]
+fn a_live_token_is_expired_at_its_expiry_inside_a_kept_record() {
+    let p = policy(2);
+    let exp = common::after(T0, TTL);
+    let memory_end = common::after(T0, DEFAULT_CALL_MEMORY);
+    let old_live = live(exp, 1);
+    let kept = CallRecord {
+        live: Some(old_live),
+        streams: 1,
+        keep_until: memory_end,
+    };
+    let cand = live(common::after(exp, TTL), 9);
+
+    // 1 ms before: still the live token, both ways.
+    let before = UnixTime::from_millis(exp.as_millis() - 1);
+    assert_eq!(
+        CallRecord::mint(Some(kept), cand, before, &p),
+        (Some(kept), MintDecision::Reused(old_live)),
+    );
+    assert_eq!(
+        CallRecord::redeem(Some(kept), &presented(&old_live), before, &p),
+        (
+            Some(CallRecord {
+                live: None,
+                streams: 2,
+                keep_until: common::after(before, DEFAULT_CALL_MEMORY),
+            }),
+            Ok(())
+        ),
+    );
+
+    // At the expiry: a new token, and the old one is no longer the call's.
+    assert_eq!(
+        CallRecord::mint(Some(kept), cand, exp, &p),
+        (
+            Some(CallRecord {
+                live: Some(cand),
+                streams: 1,
+                keep_until: memory_end,
+            }),
+            MintDecision::Issued(cand)
+        ),
+    );
+    assert_eq!(
+        CallRecord::redeem(Some(kept), &presented(&old_live), exp, &p),
+        (Some(kept), Err(RedeemRefusal::TokenReused)),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The in-memory store with real tokens
 // ---------------------------------------------------------------------------------------------
@@ -445,6 +498,56 @@ fn a_full_store_refuses_new_calls_and_still_serves_known_ones() {
     assert!(
         w.mint(&third, common::after(T0, DEFAULT_CALL_MEMORY))
             .is_ok()
+    );
+}
+
+/// A record is forgotten at the very millisecond it expires, not later: a full store takes a
+/// new call as soon as an old one's token has expired.
+#[test]
+fn an_expired_record_frees_its_place_at_its_expiry() {
+    let w = World::new(1, 1);
+    let (a, b) = (common::nth_call(1), common::nth_call(2));
+    w.mint(&a, T0).unwrap();
+    let expiry = common::after(T0, TTL);
+    assert_eq!(
+        w.mint(&b, UnixTime::from_millis(expiry.as_millis() - 1))
+            .map(|_| ()),
+        Err(MintError::Store(StoreError::Full))
+    );
+    assert!(w.mint(&b, expiry).is_ok());
+    assert_eq!(w.store.len(), 1);
+}
+
+/// A call that streamed is remembered for the call memory, and a call minted after it is
+/// still forgotten when its own token expires: the long memory of one record does not hold
+/// back the expiry of records minted later.
+#[test]
+fn a_streamed_call_does_not_delay_forgetting_later_ones() {
+    let w = World::new(2, 1);
+    let (a, b, c) = (
+        common::nth_call(1),
+        common::nth_call(2),
+        common::nth_call(3),
+    );
+    let ta = w.mint(&a, T0).unwrap();
+    assert_eq!(w.redeem(&ta, &a, T0), Ok(()));
+    let t1 = common::plus_ms(T0, 1_000);
+    w.mint(&b, t1).unwrap();
+    let b_expiry = common::after(t1, TTL);
+    assert_eq!(
+        w.mint(&c, UnixTime::from_millis(b_expiry.as_millis() - 1))
+            .map(|_| ()),
+        Err(MintError::Store(StoreError::Full))
+    );
+    assert!(
+        w.mint(&c, b_expiry).is_ok(),
+        "b's record was forgotten at its expiry"
+    );
+    assert_eq!(w.store.len(), 2, "a (remembered) and c");
+    // a is still remembered: it may not mint again.
+    assert_eq!(
+        w.mint(&a, b_expiry).map(|_| ()),
+        Err(MintError::Refused(MintRefusal::CallAlreadyStreamed))
     );
 }
 
@@ -607,4 +710,83 @@ fn the_store_keeps_no_token_and_no_nonce() {
     common::assert_no_leak(&format!("{:?}", w.store_key), &[AUTH]);
     // Records are kept under the keyed name, not the CallSid.
     assert!(!shown.contains(CALL));
+    // What the Debug output does show: the record's live token by its key and expiry, the
+    // store by its counts, the presented token by its expiry.
+    let expiry = format!("{:?}", live.expires_at);
+    for part in ["LiveToken", "key_id", "expires_at", &expiry] {
+        assert!(shown.contains(part), "{part} not in {shown}");
+    }
+    assert!(shown.contains("MemoryStore"), "{shown}");
+    assert!(shown.contains("records: 1"), "{shown}");
+    assert!(shown.contains("capacity: 16"), "{shown}");
+    let offer = store::presented(&w.store_key, &account(ACCOUNT), &c, &claims);
+    let offer_shown = format!("{offer:?}");
+    assert!(offer_shown.contains("Presented"), "{offer_shown}");
+    assert!(offer_shown.contains(&expiry), "{offer_shown}");
+    for secret in &secrets {
+        common::assert_no_leak(&offer_shown, &[secret]);
+    }
+    assert!(format!("{:?}", w.store_key).contains("StoreKey"));
+}
+
+/// The labels metrics and logs count refusals and store failures by are the documented,
+/// stable ones; every refusal and failure has a message of its own.
+#[test]
+fn labels_are_stable_and_messages_distinct() {
+    let refusals = [
+        (RedeemRefusal::TokenReused, "token_replayed"),
+        (RedeemRefusal::CallAlreadyStreamed, "call_already_streamed"),
+        (RedeemRefusal::NotOnRecord, "token_not_on_record"),
+    ];
+    let failures = [
+        (StoreError::Full, "call_records_full", "full"),
+        (
+            StoreError::Unavailable,
+            "replay_store_unavailable",
+            "unreachable",
+        ),
+        (StoreError::Timeout, "replay_store_unavailable", "timeout"),
+        (StoreError::Failed, "replay_store_unavailable", "error"),
+    ];
+    for (r, label) in refusals {
+        assert_eq!(r.as_str(), label);
+        assert_eq!(RedeemError::Refused(r).as_str(), label);
+    }
+    for (e, label, kind) in failures {
+        assert_eq!(e.as_str(), label);
+        assert_eq!(e.kind(), kind);
+        assert_eq!(RedeemError::Store(e).as_str(), label);
+    }
+
+    let mut redeem_messages = Vec::new();
+    for (r, _) in refusals {
+        redeem_messages.push(r.to_string());
+        // The error a caller gets says what the refusal says.
+        assert_eq!(RedeemError::Refused(r).to_string(), r.to_string());
+    }
+    for (e, _, _) in failures {
+        redeem_messages.push(e.to_string());
+        assert_eq!(RedeemError::Store(e).to_string(), e.to_string());
+    }
+    common::assert_distinct_messages(&redeem_messages);
+
+    let mut mint_messages = vec![
+        MintError::Refused(MintRefusal::CallAlreadyStreamed).to_string(),
+        MintError::KeyGone.to_string(),
+    ];
+    mint_messages.extend(
+        failures
+            .iter()
+            .map(|(e, _, _)| MintError::Store(*e).to_string()),
+    );
+    mint_messages.extend(
+        [
+            IssueError::TtlOutOfRange,
+            IssueError::ExpiryOverflow,
+            IssueError::Randomness,
+        ]
+        .iter()
+        .map(|e| MintError::Issue(*e).to_string()),
+    );
+    common::assert_distinct_messages(&mint_messages);
 }

@@ -913,3 +913,28 @@ proptest! {
         prop_assert_eq!(verify_default(&encode(&raw), T0), Err(TokenError::BadMac));
     }
 }
+
+/// Every reason a token fails, or cannot be issued, has a message of its own in the logs.
+#[test]
+fn errors_have_distinct_messages() {
+    let verify_errors = [
+        TokenError::Length,
+        TokenError::Encoding,
+        TokenError::Version,
+        TokenError::UnknownKey,
+        TokenError::BadMac,
+        TokenError::Expired,
+        TokenError::ExpiryTooFar,
+    ];
+    let issue_errors = [
+        IssueError::TtlOutOfRange,
+        IssueError::ExpiryOverflow,
+        IssueError::Randomness,
+    ];
+    let messages: Vec<String> = verify_errors
+        .iter()
+        .map(ToString::to_string)
+        .chain(issue_errors.iter().map(ToString::to_string))
+        .collect();
+    common::assert_distinct_messages(&messages);
+}

@@ -308,3 +308,14 @@ pub fn renderings(bytes: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// Each of `messages` (the `Display` of every variant of an error type) says something, and no
+/// two say the same thing: a log line tells the reasons apart.
+pub fn assert_distinct_messages(messages: &[String]) {
+    for (i, m) in messages.iter().enumerate() {
+        assert!(!m.trim().is_empty(), "message {i} is empty");
+        for (j, other) in messages.iter().enumerate().skip(i + 1) {
+            assert_ne!(m, other, "messages {i} and {j} are the same");
+        }
+    }
+}
