@@ -10,9 +10,13 @@ BUDGET="${MUTANTS_QUICK_SECONDS:-900}"
 CORE=(src/token.rs src/store/mod.rs src/store/memory.rs src/sid.rs src/wire/frames.rs
   src/wire/frames/fast.rs src/extract.rs src/signature.rs src/wire/twiml.rs src/session.rs
   src/upgrade.rs src/webhook.rs)
-TESTS=(token sid store session webhook signature upgrade extract frames media_fast_path twiml
+TESTS=(token sid store session webhook signature upgrade extract frames media_fast_path twiml labels embedding
   fuzz_invariants fuzz_regressions)
 
+if ! git rev-parse --verify --quiet "$BASE^{commit}" >/dev/null; then
+  echo "mutants-quick: $BASE is not in this clone (shallow?); nothing to compare against"
+  exit 0
+fi
 diff_file="$(mktemp)"
 trap 'rm -f "$diff_file"' EXIT
 git diff "$BASE...HEAD" -- "${CORE[@]}" >"$diff_file"

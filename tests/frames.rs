@@ -550,3 +550,55 @@ proptest! {
         }
     }
 }
+
+/// A `media` message parses to its fields whatever the key order (the first pass reads it in
+/// one go only when `event` comes first; otherwise the second pass does), on both paths, and
+/// its accessors give back what was sent.
+#[test]
+fn media_parses_whatever_the_key_order() {
+    use streamguard::wire::frames::parse_inbound_general;
+    let orders = [
+        MEDIA.to_owned(),
+        r#"{"sequenceNumber":"3","event":"media","streamSid":"MZ0123456789abcdef0123456789abcdef","media":{"track":"inbound","chunk":"1","timestamp":"5","payload":"f39/fw=="}}"#.to_owned(),
+        r#"{"media":{"payload":"f39/fw==","timestamp":"5","chunk":"1","track":"inbound"},"streamSid":"MZ0123456789abcdef0123456789abcdef","sequenceNumber":"3","event":"media"}"#.to_owned(),
+    ];
+    for text in &orders {
+        for parsed in [parse(text), parse_inbound_general(text, MAX)] {
+            let Ok(Inbound::Media(m)) = parsed else {
+                panic!("{text}: {parsed:?}")
+            };
+            assert_eq!(m.stream_sid.as_str(), STREAM, "{text}");
+            assert_eq!(m.sequence_number(), Some("3"), "{text}");
+            assert_eq!(m.payload(), "f39/fw==", "{text}");
+            assert_eq!((m.chunk(), m.timestamp()), (Some("1"), Some("5")), "{text}");
+        }
+    }
+}
+
+/// Strings with JSON escapes (which the parser cannot borrow) arrive unescaped, in every
+/// bounded field: a customParameter's name and value, and the media fields.
+#[test]
+fn escaped_strings_arrive_unescaped() {
+    let start = START.replace(
+        r#""customParameters":{"token":"tok-value-123"}"#,
+        r#""customParameters":{"token":"tok-value-123","n\u0061me":"a\"b\\c\u00e9"}"#,
+    );
+    let Ok(Inbound::Start(s)) = parse(&start) else {
+        panic!("{start}")
+    };
+    let params = &s.start.custom_parameters;
+    assert_eq!(params.get("name"), Some("a\"b\\c\u{e9}"));
+    assert_eq!(params.len(), 2);
+    assert!(!params.is_empty());
+    let without = params.without("name").without("token");
+    assert!(without.is_empty());
+    assert_eq!(without.len(), 0);
+
+    let media = MEDIA
+        .replace(r#""sequenceNumber":"3""#, r#""sequenceNumber":"\u0033""#)
+        .replace(r#""chunk":"1""#, r#""chunk":"\u0031""#);
+    let Ok(Inbound::Media(m)) = parse(&media) else {
+        panic!("{media}")
+    };
+    assert_eq!((m.sequence_number(), m.chunk()), (Some("3"), Some("1")));
+}

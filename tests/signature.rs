@@ -1206,3 +1206,43 @@ fn validate_never_panics_and_accepts_only_28_characters() {
         "no input was accepted: the accepted-means-28-characters branch was never reached"
     );
 }
+
+/// `url_problem` names what makes a URL unsignable, and nothing for a signable one; it and
+/// `port_variants` agree, up to the 16 KiB bound exactly (inclusive).
+#[test]
+fn url_problem_names_each_fault_and_agrees_with_port_variants() {
+    use streamguard::limits::MAX_SIGNED_URL_BYTES;
+    use streamguard::signature::{port_variants, url_problem};
+    for ok in [
+        "wss://voice.example.com/voice/stream",
+        "https://voice.example.com:8443/voice/webhook?a=1",
+        "HTTP://user@voice.example.com/x",
+        "ws://h",
+    ] {
+        assert_eq!(url_problem(ok), None, "{ok}");
+        assert!(port_variants(ok).is_ok(), "{ok}");
+    }
+    for (bad, says) in [
+        ("voice.example.com/voice/webhook", "it has no scheme"),
+        ("ftp://voice.example.com/x", "its scheme must be"),
+        ("https:///voice/webhook", "it names no host"),
+        ("https://:443/voice/webhook", "it names no host"),
+        ("https://user@/voice/webhook", "it names no host"),
+        (
+            "https://voice.example.com:99999/x",
+            "its host or port is malformed",
+        ),
+    ] {
+        let problem = url_problem(bad).unwrap_or_else(|| panic!("{bad} has a problem"));
+        assert!(problem.starts_with(says), "{bad}: {problem}");
+        assert!(port_variants(bad).is_err(), "{bad}");
+    }
+    let base = "https://voice.example.com/";
+    let at = format!("{base}{}", "a".repeat(MAX_SIGNED_URL_BYTES - base.len()));
+    assert_eq!(at.len(), MAX_SIGNED_URL_BYTES);
+    assert_eq!(url_problem(&at), None);
+    assert!(port_variants(&at).is_ok());
+    let over = format!("{at}a");
+    assert_eq!(url_problem(&over), Some("it is longer than 16 KiB"));
+    assert!(port_variants(&over).is_err());
+}

@@ -790,3 +790,31 @@ fn labels_are_stable_and_messages_distinct() {
     );
     common::assert_distinct_messages(&mint_messages);
 }
+
+/// The in-memory store's gauges: its capacity as configured, and its fill (records held,
+/// capacity) as it takes records.
+#[test]
+fn the_memory_store_reports_its_fill() {
+    use streamguard::store::{ReplayStore, StoreFill};
+    let w = World::new(3, 1);
+    assert_eq!(w.store.capacity(), 3);
+    assert!(w.store.is_empty());
+    assert_eq!(
+        w.store.fill(),
+        StoreFill {
+            records: Some(0),
+            capacity: Some(3)
+        }
+    );
+    w.mint(&call(CALL), T0).unwrap();
+    w.mint(&call(OTHER_CALL), T0).unwrap();
+    assert!(!w.store.is_empty());
+    assert_eq!(w.store.len(), 2);
+    assert_eq!(
+        w.store.fill(),
+        StoreFill {
+            records: Some(2),
+            capacity: Some(3)
+        }
+    );
+}

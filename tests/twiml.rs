@@ -598,3 +598,22 @@ proptest! {
         prop_assert_eq!(render(&t), Err(TwimlError::ForbiddenCharacter(Field::ParameterValue(0))));
     }
 }
+
+/// `<Say>` text has `&`, `<` and `>` escaped, as twilio-python's ElementTree writes it
+/// (`xml.etree.ElementTree` escapes all three in text); quotes stay as they are.
+#[test]
+fn say_text_is_escaped_as_elementtree_does() {
+    let r = Response {
+        say: Some(Say {
+            text: r#"a < b > c & "d""#.into(),
+            ..Say::default()
+        }),
+        stream: StreamTwiml::connect("wss://example.com/media"),
+        pause_after: None,
+    };
+    let xml = render_response(&r).unwrap();
+    assert!(
+        xml.contains(r#"<Say>a &lt; b &gt; c &amp; "d"</Say>"#),
+        "{xml}"
+    );
+}

@@ -767,3 +767,18 @@ proptest! {
         );
     }
 }
+
+/// The request-target bound is inclusive: a correctly signed upgrade whose target is exactly
+/// `MAX_REQUEST_TARGET_BYTES` long is accepted; one byte longer is `404`.
+#[test]
+fn the_request_target_bound_is_exact() {
+    let target_of = |len: usize| format!("{PATH}?{}", "a".repeat(len - PATH.len() - 1));
+    let at = target_of(MAX_REQUEST_TARGET_BYTES);
+    assert_eq!(at.len(), MAX_REQUEST_TARGET_BYTES);
+    assert_eq!(answer(&Req::get(&at).0, SignatureMode::Required), Accept);
+    let over = target_of(MAX_REQUEST_TARGET_BYTES + 1);
+    assert_eq!(
+        answer(&Req::get(&over).0, SignatureMode::Required),
+        Reject(404, UpgradeReject::NotFound)
+    );
+}

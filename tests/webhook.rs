@@ -789,3 +789,31 @@ fn form_parsing() {
     let over = vec!["a=1"; MAX_WEBHOOK_PARAMS + 1].join("&");
     assert_eq!(form::parse(over.as_bytes()), None);
 }
+
+/// The body bound is inclusive: a signed Twilio form of exactly `MAX_WEBHOOK_BODY_BYTES` is
+/// verified and answered; the same form one byte longer is `TooLarge` (413).
+#[test]
+fn the_body_bound_is_exact() {
+    let w = World::new();
+    let base = twilio_params(ACCOUNT, CALL);
+    let sized = |n: usize| {
+        let pad = "a".repeat(n);
+        let mut p = base.clone();
+        p.push(("Pad", pad.as_str()));
+        let r = Request::signed(&p, AUTH, SIGNED_URL, "/voice/webhook");
+        (r.body.len(), r)
+    };
+    let (empty_len, _) = sized(0);
+    let (len, at) = sized(MAX_WEBHOOK_BODY_BYTES - empty_len);
+    assert_eq!(len, MAX_WEBHOOK_BODY_BYTES);
+    match w.decide(&at) {
+        Ok(answer) => assert_eq!(answer.call_sid, call(CALL)),
+        Err(e) => panic!("a body at the bound is refused: {e:?}"),
+    }
+    let (len, over) = sized(MAX_WEBHOOK_BODY_BYTES - empty_len + 1);
+    assert_eq!(len, MAX_WEBHOOK_BODY_BYTES + 1);
+    let Err(refused) = w.decide(&over) else {
+        panic!("a body over the bound is answered")
+    };
+    assert_eq!((refused, refused.status()), (WebhookReject::TooLarge, 413));
+}
