@@ -769,9 +769,11 @@ proptest! {
 }
 
 /// The request-target bound is inclusive: a correctly signed upgrade whose target is exactly
-/// `MAX_REQUEST_TARGET_BYTES` long is accepted; one byte longer is `404`.
+/// `MAX_REQUEST_TARGET_BYTES` long is accepted; one byte longer is `404`, a refusal that holds
+/// no data (so neither the target nor its signature).
 #[test]
 fn the_request_target_bound_is_exact() {
+    common::assert_holds_no_data::<UpgradeReject>();
     let target_of = |len: usize| format!("{PATH}?{}", "a".repeat(len - PATH.len() - 1));
     let at = target_of(MAX_REQUEST_TARGET_BYTES);
     assert_eq!(at.len(), MAX_REQUEST_TARGET_BYTES);

@@ -791,11 +791,13 @@ fn form_parsing() {
 }
 
 /// The body bound is inclusive: a signed Twilio form of exactly `MAX_WEBHOOK_BODY_BYTES` is
-/// verified and answered; the same form one byte longer is `TooLarge` (413).
+/// verified and answered; the same form one byte longer is `TooLarge` (413) and records
+/// nothing (the store is as before; the refusal holds no data).
 #[test]
 fn the_body_bound_is_exact() {
     let w = World::new();
     let base = twilio_params(ACCOUNT, CALL);
+    common::assert_holds_no_data::<WebhookReject>();
     let sized = |n: usize| {
         let pad = "a".repeat(n);
         let mut p = base.clone();
@@ -816,4 +818,5 @@ fn the_body_bound_is_exact() {
         panic!("a body over the bound is answered")
     };
     assert_eq!((refused, refused.status()), (WebhookReject::TooLarge, 413));
+    assert_eq!(w.store.len(), 1, "the refused webhook recorded something");
 }
