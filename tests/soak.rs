@@ -1363,6 +1363,22 @@ async fn garbage_gets_its_documented_rejection_and_serving_goes_on_case() {
 // Faults, repeated: nothing may grow
 // ---------------------------------------------------------------------------------------------
 
+/// Call `n` authenticated from `LEGIT`, with `frames` media frames already at the handler:
+/// the socket and the call's token.
+async fn streaming_call(h: &Harness, tally: &Tally, n: u64, frames: usize) -> (Client, String) {
+    let tok = token(h, n).await;
+    let seen = tally.frames.load(Ordering::Relaxed);
+    let mut ws = ws_from(h, LEGIT).await;
+    ws.send(Message::text(start_text(h, n, &tok)))
+        .await
+        .unwrap();
+    for i in 0..frames {
+        ws.send(media(n, i)).await.unwrap();
+    }
+    frames_reach(tally, seen + frames as u64).await;
+    (ws, tok)
+}
+
 /// Waits until the handler has seen `n` media frames in total (across streams).
 async fn frames_reach(tally: &Tally, n: u64) {
     assert!(
@@ -1400,16 +1416,7 @@ async fn fault_cycle(h: &Arc<Harness>, tally: &Tally, n0: u64, tokens: &mut Vec<
 
     // Mid-stream: five frames delivered, then the TCP connection dropped without a close.
     let n = n0 + 5;
-    let tok = token(h, n).await;
-    let seen = tally.frames.load(Ordering::Relaxed);
-    let mut ws = ws_from(h, LEGIT).await;
-    ws.send(Message::text(start_text(h, n, &tok)))
-        .await
-        .unwrap();
-    for i in 0..5 {
-        ws.send(media(n, i)).await.unwrap();
-    }
-    frames_reach(tally, seen + 5).await;
+    let (ws, tok) = streaming_call(h, tally, n, 5).await;
     drop(ws);
     let t = tally.wait_end(&stream_sid(n)).await;
     assert_eq!(
@@ -1433,16 +1440,7 @@ async fn fault_cycle(h: &Arc<Harness>, tally: &Tally, n0: u64, tokens: &mut Vec<
 
     // Half-open after authentication: three frames, then the write side shut.
     let n = n0 + 7;
-    let tok = token(h, n).await;
-    let seen = tally.frames.load(Ordering::Relaxed);
-    let mut ws = ws_from(h, LEGIT).await;
-    ws.send(Message::text(start_text(h, n, &tok)))
-        .await
-        .unwrap();
-    for i in 0..3 {
-        ws.send(media(n, i)).await.unwrap();
-    }
-    frames_reach(tally, seen + 3).await;
+    let (mut ws, tok) = streaming_call(h, tally, n, 3).await;
     ws.get_mut().shutdown().await.unwrap();
     let t = tally.wait_end(&stream_sid(n)).await;
     assert_eq!(
