@@ -113,11 +113,23 @@ fn token_vectors() -> TokenVectors {
     doc
 }
 
+/// Every way `verify` can refuse a token.
+const ALL_TOKEN_ERRORS: [TokenError; 7] = [
+    TokenError::Length,
+    TokenError::Encoding,
+    TokenError::Version,
+    TokenError::UnknownKey,
+    TokenError::BadMac,
+    TokenError::Expired,
+    TokenError::ExpiryTooFar,
+];
+
 /// `issue_with_nonce` gives the vector's token byte for byte, the key id is the vector's,
 /// and `verify` accepts the token from its issue time to one millisecond before its expiry,
 /// with the vector's claims. A change to the MAC label, the MAC input layout, the key id or
 /// the byte layout fails here (and would break tokens between instances in a rolling
 /// deploy).
+
 #[test]
 fn known_answers_issue_exactly_and_verify() {
     for v in token_vectors().vectors {
@@ -165,15 +177,7 @@ fn known_answers_issue_exactly_and_verify() {
 /// gives.
 #[test]
 fn every_tampered_twin_is_refused_with_its_documented_error() {
-    let all = [
-        TokenError::Length,
-        TokenError::Encoding,
-        TokenError::Version,
-        TokenError::UnknownKey,
-        TokenError::BadMac,
-        TokenError::Expired,
-        TokenError::ExpiryTooFar,
-    ];
+    let all = ALL_TOKEN_ERRORS;
     let mut kinds: Option<Vec<String>> = None;
     for v in token_vectors().vectors {
         let keys = KeySet::single(TokenKey::from_bytes(&hex(&v.key)).unwrap());
@@ -787,15 +791,7 @@ fn auth_token_constraints() {
 
 #[test]
 fn error_labels_are_distinct() {
-    let all = [
-        TokenError::Length,
-        TokenError::Encoding,
-        TokenError::Version,
-        TokenError::UnknownKey,
-        TokenError::BadMac,
-        TokenError::Expired,
-        TokenError::ExpiryTooFar,
-    ];
+    let all = ALL_TOKEN_ERRORS;
     let labels: std::collections::HashSet<&str> = all.iter().map(|e| e.as_str()).collect();
     assert_eq!(labels.len(), all.len());
 }
@@ -917,15 +913,7 @@ proptest! {
 /// Every reason a token fails, or cannot be issued, has a message of its own in the logs.
 #[test]
 fn errors_have_distinct_messages() {
-    let verify_errors = [
-        TokenError::Length,
-        TokenError::Encoding,
-        TokenError::Version,
-        TokenError::UnknownKey,
-        TokenError::BadMac,
-        TokenError::Expired,
-        TokenError::ExpiryTooFar,
-    ];
+    let verify_errors = ALL_TOKEN_ERRORS;
     let issue_errors = [
         IssueError::TtlOutOfRange,
         IssueError::ExpiryOverflow,
