@@ -30,8 +30,14 @@
 //! continue. The connection is one multiplexed connection per instance (redis'
 //! `ConnectionManager`), opened lazily, re-opened with backoff after a failure, so service
 //! resumes by itself when Redis is back.
+//!
+//! The operator is told the cause once per outage: the first failure after a success is
+//! logged at `warn` with the client's error (refused, TLS certificate not trusted, wrong
+//! password, ...; never the password, which the error does not carry, and which is redacted
+//! if it ever did), the following ones at `debug`, and the first success after them at `info`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -229,6 +235,10 @@ pub struct RedisStore {
     mint: Script,
     redeem: Script,
     url: String,
+    /// Only to redact it from an error message, should a client error ever carry it.
+    password: Option<String>,
+    /// Whether the last operation failed (the cause is logged once per outage).
+    failing: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -338,6 +348,8 @@ impl RedisStore {
             mint: Script::new(MINT_SCRIPT),
             redeem: Script::new(REDEEM_SCRIPT),
             url: settings.url.clone(),
+            password: settings.password.clone(),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -349,9 +361,40 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, invocation.invoke_async::<Value>(&mut conn)).await
         {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(store_error(&e)),
-            Err(_) => Err(StoreError::Timeout),
+            Ok(Ok(v)) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(replay_store = %self.url, "the replay store answers again");
+                }
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let error = store_error(&e);
+                self.failed(error, &e.to_string());
+                Err(error)
+            }
+            Err(_) => {
+                let ms = self.timeout.as_millis();
+                self.failed(StoreError::Timeout, &format!("no answer within {ms} ms"));
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    /// Logs a failed operation: its cause at `warn` the first time in a row, then at `debug`.
+    fn failed(&self, error: StoreError, cause: &str) {
+        let cause = match &self.password {
+            Some(p) if cause.contains(p.as_str()) => "(a client error, redacted)",
+            _ => cause,
+        };
+        if self.failing.swap(true, Ordering::Relaxed) {
+            tracing::debug!(replay_store = %self.url, kind = error.kind(), cause, "replay store error");
+        } else {
+            tracing::warn!(
+                replay_store = %self.url,
+                kind = error.kind(),
+                cause,
+                "the replay store fails; new calls are refused until it answers"
+            );
         }
     }
 
