@@ -807,7 +807,8 @@ async fn raw_get(addr: &str, path: &str) -> (u16, String) {
 
 /// Two `serve` processes behind one public URL share single use through Redis (password from
 /// the environment, never logged): a webhook answered by one, its stream on the other, the
-/// spent token refused by both. A third with the wrong password refuses calls (fails closed).
+/// spent token refused by both. A third with the wrong password refuses calls (fails closed)
+/// and tells the operator the cause once, at `warn`, not once per refused call.
 #[cfg(unix)]
 #[tokio::test]
 async fn two_serve_processes_share_single_use_through_redis() {
@@ -852,10 +853,21 @@ async fn two_serve_processes_share_single_use_through_redis() {
         &[("STREAMGUARD_REDIS_PASSWORD", "not-the-password")],
     );
     assert_eq!(wrong.webhook(2).await, (503, None), "fails closed");
+    assert_eq!(wrong.webhook(3).await, (503, None), "and stays closed");
 
-    for serve in [a, b, wrong] {
+    for (i, serve) in [a, b, wrong].into_iter().enumerate() {
         let (code, logs) = serve.stop();
         assert_eq!(code, Some(0));
+        let warned: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("the replay store fails"))
+            .collect();
+        if i == 2 {
+            assert_eq!(warned.len(), 1, "the cause once per outage: {logs}");
+            assert!(warned[0].contains("AuthenticationFailed"), "{}", warned[0]);
+        } else {
+            assert!(warned.is_empty(), "{logs}");
+        }
         assert!(
             logs.contains(&format!("replay_store={store} (timeout 250 ms)")),
             "{logs}"
@@ -865,6 +877,89 @@ async fn two_serve_processes_share_single_use_through_redis() {
             "the Redis password leaked: {logs}"
         );
         assert!(!logs.contains(&token), "the token leaked");
+    }
+}
+
+/// `rediss://`: `serve` reaches a Redis that listens with TLS (its certificate from a test CA
+/// named by `SSL_CERT_FILE`, the password in `STREAMGUARD_REDIS_PASSWORD`). A call streams; a
+/// second process started afterwards refuses the spent token and the streamed call's webhook
+/// (the record is in Redis, not in the first process). A process that does not trust Redis's
+/// certificate mints nothing (503, empty body) and logs why, and a trusted one still serves the
+/// next call. No password or token in any log.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_uses_redis_over_tls_and_refuses_an_untrusted_certificate() {
+    const PASSWORD: &str = "tls-redis-pass-91c2e7";
+    let Some(redis) = RedisServer::start_tls(
+        "serve_uses_redis_over_tls_and_refuses_an_untrusted_certificate",
+        Some(PASSWORD),
+    ) else {
+        return;
+    };
+    let store = redis.tls_url();
+    let (ca, other_ca) = (redis.ca_file(), redis.other_ca_file());
+    let args = ["--echo", "--replay-store", store.as_str()];
+    let public = Some("http://voice.example.com");
+    let trusted = [
+        ("STREAMGUARD_REDIS_PASSWORD", PASSWORD),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    let untrusted = [
+        ("STREAMGUARD_REDIS_PASSWORD", PASSWORD),
+        ("SSL_CERT_FILE", other_ca.to_str().unwrap()),
+    ];
+
+    let a = Serve::start_with(&args, "debug", None, public, &trusted);
+    let (status, token) = a.webhook(1).await;
+    assert_eq!(status, 200);
+    let token = token.unwrap();
+    assert_eq!(a.stream(1, &token, 3).await, Some(1000), "the call streams");
+    let (code, logs_a) = a.stop();
+    assert_eq!(code, Some(0));
+    assert!(
+        logs_a.contains(&format!("replay_store={store} (timeout 250 ms)")),
+        "{logs_a}"
+    );
+
+    let b = Serve::start_with(&args, "debug", None, public, &trusted);
+    assert_eq!(
+        b.stream(1, &token, 3).await,
+        Some(1008),
+        "spent, seen by a process that never saw it"
+    );
+    assert_eq!(b.webhook(1).await, (403, None), "the call has streamed");
+
+    let c = Serve::start_with(&args, "debug", None, public, &untrusted);
+    assert_eq!(
+        c.webhook(2).await,
+        (503, None),
+        "an untrusted certificate fails closed"
+    );
+    let (status, token2) = b.webhook(2).await;
+    assert_eq!(status, 200, "the trusted process serves the next call");
+    let token2 = token2.unwrap();
+
+    let (code_b, logs_b) = b.stop();
+    let (code_c, logs_c) = c.stop();
+    assert_eq!((code_b, code_c), (Some(0), Some(0)));
+    assert!(
+        logs_c.contains("replay_store_unavailable"),
+        "the refusal's reason: {logs_c}"
+    );
+    let cause = logs_c
+        .lines()
+        .find(|l| l.contains("the replay store fails"))
+        .unwrap_or_else(|| panic!("the store's failure is logged: {logs_c}"));
+    assert!(
+        cause.contains("WARN") && cause.contains("certificate"),
+        "the operator is told the cause: {cause}"
+    );
+    for logs in [&logs_a, &logs_b, &logs_c] {
+        assert!(!logs.contains(PASSWORD), "the Redis password leaked");
+        assert!(
+            !logs.contains(&token) && !logs.contains(&token2),
+            "a token leaked"
+        );
     }
 }
 

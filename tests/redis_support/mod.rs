@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,106 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     password: Option<String>,
+    tls: Option<Tls>,
+}
+
+/// A TLS listener beside the plain one (which the tests keep for looking inside): a test CA,
+/// a server certificate it signed for `127.0.0.1`, and a second CA that signed nothing.
+struct Tls {
+    port: u16,
+    dir: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA called `name` (`name.crt`, `name.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=streamguard test {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// `server.crt`/`server.key` for `127.0.0.1` and `localhost`, signed by the CA `ca`.
+fn make_server_cert(dir: &Path, ca: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+fn openssl_installed() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn free_port() -> u16 {
@@ -60,22 +161,50 @@ impl RedisServer {
 
     /// The same, requiring `password` (`requirepass`) when given.
     pub fn start_with_password(test: &str, password: Option<&str>) -> Option<Self> {
-        if !installed() {
+        Self::start_full(test, password, false)
+    }
+
+    /// A server that also listens with TLS (`rediss://`, [`Self::tls_url`]), its certificate
+    /// signed by a test CA ([`Self::ca_file`]); `None` as [`Self::start`] when `redis-server`
+    /// or `openssl` is missing and not required.
+    pub fn start_tls(test: &str, password: Option<&str>) -> Option<Self> {
+        Self::start_full(test, password, true)
+    }
+
+    fn start_full(test: &str, password: Option<&str>, tls: bool) -> Option<Self> {
+        if !installed() || (tls && !openssl_installed()) {
             if std::env::var_os("STREAMGUARD_REQUIRE_REDIS").is_some() {
                 panic!(
                     "{test}: redis-server is required (STREAMGUARD_REQUIRE_REDIS) but not installed"
                 );
             }
             eprintln!(
-                "SKIPPED {test}: redis-server is not installed (apt-get install redis-server); \
+                "SKIPPED {test}: redis-server (or, for TLS, openssl) is not installed \
+                 (apt-get install redis-server openssl); \
                  set STREAMGUARD_REQUIRE_REDIS=1 to make this a failure"
             );
             return None;
         }
+        let port = free_port();
+        let tls = tls.then(|| {
+            let dir = std::env::temp_dir().join(format!(
+                "streamguard-redis-tls-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            make_ca(&dir, "ca");
+            make_ca(&dir, "other-ca");
+            make_server_cert(&dir, "ca");
+            Tls {
+                port: free_port(),
+                dir,
+            }
+        });
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port,
             password: password.map(str::to_owned),
+            tls,
         };
         server.spawn();
         Some(server)
@@ -101,6 +230,21 @@ impl RedisServer {
             args.push("--requirepass".to_owned());
             args.push(p.clone());
         }
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| tls.dir.join(name).to_string_lossy().into_owned();
+            args.extend([
+                "--tls-port".to_owned(),
+                tls.port.to_string(),
+                "--tls-cert-file".to_owned(),
+                file("server.crt"),
+                "--tls-key-file".to_owned(),
+                file("server.key"),
+                "--tls-ca-cert-file".to_owned(),
+                file("ca.crt"),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+            ]);
+        }
         let child = Command::new("redis-server")
             .args(&args)
             .stdout(Stdio::null())
@@ -124,6 +268,21 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the TLS listener ([`Self::start_tls`] only).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls.as_ref().unwrap().port)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().unwrap().dir.join("ca.crt")
+    }
+
+    /// The PEM file of a CA that did not sign it.
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.tls.as_ref().unwrap().dir.join("other-ca.crt")
     }
 
     fn signal(&self, sig: &str) {
@@ -165,5 +324,8 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.resume();
         self.stop();
+        if let Some(tls) = &self.tls {
+            let _ = std::fs::remove_dir_all(&tls.dir);
+        }
     }
 }
