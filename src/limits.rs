@@ -127,8 +127,10 @@ pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default cap on upgraded but not yet authenticated connections (`--max-pending`). When it is
-/// reached the oldest pending connection is closed to admit the new one. A pending connection
-/// costs about 14 KiB (buffers, task, slot), so 1024 of them are about 14 MiB.
+/// reached the oldest pending connection of the address holding the most is closed to admit
+/// the new one (so a flood from a few addresses evicts itself, not the calls of others). A
+/// pending connection costs about 12 KiB of RSS (measured: 11.8 KiB, buffers, task and slot;
+/// BENCHMARKS.md), so 1024 of them are about 12 MiB.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// Default cap on pending connections from one client IP (`--max-pending-per-ip`).
