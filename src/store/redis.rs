@@ -16,7 +16,8 @@
 //! the live token's key id, expiry and sealed nonce, the stream count and the keep-until time:
 //! no token, nonce or CallSid in clear. Every key expires by itself (`PEXPIRE` to its
 //! keep-until time plus [`EXPIRY_MARGIN_MS`]): nothing to clean up, and Redis memory is
-//! bounded by the call rate times the call memory (`MEMORY USAGE`: 200 bytes a minted call, 152 a streamed one; see the README).
+//! bounded by the call rate times the call memory (`MEMORY USAGE`: 200 bytes a minted call,
+//! 152 a streamed one; see the README).
 //! The instance's clock decides what is live (`now` is an argument); Redis's own expiry only
 //! collects the garbage, and durations, not instants, are handed to it, so clock skew between
 //! instances and Redis does not shorten a record.
