@@ -845,8 +845,18 @@ async fn two_serve_processes_share_single_use_through_redis() {
     );
     assert_eq!(b.webhook(1).await, (403, None), "the call has streamed");
 
+    let metrics_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let mut wrong_args = args.to_vec();
+    wrong_args.extend(["--metrics-listen", metrics_addr.as_str()]);
     let wrong = Serve::start_with(
-        &args,
+        &wrong_args,
         "info",
         None,
         public,
@@ -854,6 +864,18 @@ async fn two_serve_processes_share_single_use_through_redis() {
     );
     assert_eq!(wrong.webhook(2).await, (503, None), "fails closed");
     assert_eq!(wrong.webhook(3).await, (503, None), "and stays closed");
+    let (status, metrics) = raw_get(&metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "streamguard_replay_store_errors_total{kind=\"error\"} 2",
+        "streamguard_webhook_rejected_total{reason=\"replay_store_unavailable\"} 2",
+        "streamguard_replay_store_latency_seconds_count{op=\"mint\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
 
     for (i, serve) in [a, b, wrong].into_iter().enumerate() {
         let (code, logs) = serve.stop();
@@ -961,6 +983,36 @@ async fn serve_uses_redis_over_tls_and_refuses_an_untrusted_certificate() {
             "a token leaked"
         );
     }
+}
+
+/// The in-memory replay store warns the operator from 80 % full, once per percent reached,
+/// and when full refuses new calls with the generic `503` and the precise reason, while the
+/// webhooks below the mark warn nothing.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_replay_store_warns_from_80_percent_full_and_refuses_when_full() {
+    let serve = Serve::start(&["--call-capacity", "5"], "info", None);
+    for n in 1..=3 {
+        assert_eq!(serve.webhook(n).await.0, 200);
+    }
+    // 4 of 5 is 80 %, 5 of 5 is 100 %: the warnings below name their record counts.
+    assert_eq!(serve.webhook(4).await.0, 200);
+    assert_eq!(serve.webhook(5).await.0, 200);
+    assert_eq!(serve.webhook(6).await, (503, None), "full: fails closed");
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0));
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("% full:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{logs}");
+    assert!(warnings[0].contains("80% full") && warnings[0].contains("records=4"));
+    assert!(warnings[1].contains("100% full") && warnings[1].contains("records=5"));
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("webhook refused") && l.contains("reason=\"call_records_full\"")),
+        "{logs}"
+    );
 }
 
 #[test]

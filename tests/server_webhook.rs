@@ -291,6 +291,23 @@ async fn metrics_are_served_on_their_own_listener_in_prometheus_format() {
         "streamguard_media_frames_total 0",
         "# TYPE streamguard_streams_active gauge",
         "# TYPE streamguard_media_frames_total counter",
+        // The names issue 8 and issue 9 added, as the README's metrics table spells them.
+        "streamguard_webhook_rejected_total{reason=\"signature_missing\"} 1",
+        "# TYPE streamguard_webhook_rejected_total counter",
+        "# TYPE streamguard_connections_open gauge",
+        "# TYPE streamguard_connections_max gauge",
+        "streamguard_connections_evicted_total 0",
+        "streamguard_connections_refused_total 0",
+        "streamguard_accept_errors_total 0",
+        "# TYPE streamguard_accept_errors_total counter",
+        "streamguard_call_records 1",
+        "# TYPE streamguard_call_records gauge",
+        "# TYPE streamguard_call_records_capacity gauge",
+        "# TYPE streamguard_replay_store_errors_total counter",
+        "# TYPE streamguard_replay_store_latency_seconds histogram",
+        "streamguard_replay_store_latency_seconds_bucket{op=\"mint\",le=\"+Inf\"} 1",
+        "streamguard_replay_store_latency_seconds_count{op=\"mint\"} 1",
+        "streamguard_replay_store_latency_seconds_count{op=\"redeem\"} 0",
     ] {
         assert!(
             body.lines().any(|l| l == line),

@@ -308,6 +308,10 @@ fn warn_if_store_filling(shared: &Shared) {
         .checked_div(capacity)
         .unwrap_or(0);
     if percent < CALL_RECORDS_WARN_PERCENT {
+        // Below the mark again: the next time it is crossed is warned about again.
+        shared
+            .store_warned_percent
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         return;
     }
     let last = shared
