@@ -264,18 +264,22 @@ async fn attacker_upgrade(
     (&head == b"HTTP/1.1 101").then_some(tcp)
 }
 
-/// Item 2: one captured upgrade, eight source addresses, every pending slot held and re-opened
-/// as fast as the test can: signed calls keep starting, each authenticates and streams, and
-/// the gauges return to zero afterwards. (On the code before eviction every legitimate
-/// upgrade got 503.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
+/// Runs the item-2 attack: one captured signed upgrade, re-opened from each of `sources` as
+/// fast as the test can (each source holds more than its share: the server closes the
+/// oldest), every pending slot held, while `calls` signed calls from 127.0.0.1 go through one
+/// after the other. Asserts that each call authenticated (it streamed and was echoed, so its
+/// `start` beat the start deadline), that no attacker reached a handler and that the gauges
+/// return to zero; prints what legitimate calls saw (time from connect to the close, echo
+/// included: a figure, not an assertion).
+/// `MAX` is `--max-pending`, `PER_IP` `--max-pending-per-ip`.
+async fn pending_flood<const MAX: usize, const PER_IP: usize>(sources: &[[u8; 4]]) {
+    const CALLS: u64 = 20;
+    let (max_pending, per_ip) = (MAX, PER_IP);
     let h = Harness::start(Options {
         echo: true,
         configure: |c| {
-            // The limits of the reported attack: 8 addresses x 4 fill 32 slots.
-            c.max_pending = 32;
-            c.max_pending_per_ip = 4;
+            c.max_pending = MAX;
+            c.max_pending_per_ip = PER_IP;
         },
         ..Options::default()
     })
@@ -291,22 +295,25 @@ async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
     let stop = Arc::new(AtomicBool::new(false));
     let upgrades = Arc::new(AtomicU64::new(0));
     let mut attackers = Vec::new();
-    for last in 2..=9u8 {
+    // At least 8 attacking tasks, spread over the sources.
+    let tasks = sources.len().max(8);
+    for i in 0..tasks {
         let (stop, upgrades, request, server) = (
             Arc::clone(&stop),
             Arc::clone(&upgrades),
             request.clone(),
             h.addr,
         );
+        let source = std::net::IpAddr::from(sources[i % sources.len()]);
+        // Each task holds its share of the slots and a few more (the server closes the oldest).
+        let hold = max_pending / tasks + 4;
         attackers.push(tokio::spawn(async move {
-            let source = std::net::IpAddr::from([127, 0, 0, last]);
             let mut held = std::collections::VecDeque::new();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(tcp) = attacker_upgrade(server, source, request.as_bytes()).await {
                     upgrades.fetch_add(1, Ordering::Relaxed);
                     held.push_back(tcp);
-                    // Hold more than the per-address cap: the server closes the oldest.
-                    if held.len() > 8 {
+                    if held.len() > hold {
                         held.pop_front();
                     }
                 }
@@ -314,12 +321,15 @@ async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
         }));
     }
     // Let the flood fill every slot first.
-    h.wait_metrics(|m| m.gauges.connections_pending == 32).await;
+    h.wait_metrics(|m| m.gauges.connections_pending == max_pending as u64)
+        .await;
 
-    let calls = 20u64;
-    for n in 1..=calls {
+    let mut took = Vec::new();
+    for n in 1..=CALLS {
         let t = h.token_for(n).await;
+        let began = std::time::Instant::now();
         let o = h.call_with(n, &t, 3).await;
+        took.push(began.elapsed());
         assert_eq!(o.http_status, None, "call {n} was refused at the upgrade");
         assert_eq!(o.close_code, Some(1000), "call {n}: {o:?}");
         assert_eq!(o.echoed_payloads().len(), 3, "call {n}");
@@ -331,9 +341,8 @@ async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
     let m = h
         .wait_metrics(|m| m.gauges.connections_pending == 0 && m.gauges.streams_active == 0)
         .await;
-    assert_eq!(m.streams_authenticated, calls);
+    assert_eq!(m.streams_authenticated, CALLS);
     assert!(m.streams_rejected_for("pending_evicted") > 0, "{m:?}");
-    assert_eq!(m.streams_rejected_for("pending_full"), 0);
     let starts = h
         .recorder
         .events()
@@ -342,13 +351,62 @@ async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
         .count();
     assert_eq!(
         starts,
-        usize::try_from(calls).unwrap(),
+        usize::try_from(CALLS).unwrap(),
         "no attacker reached a handler"
     );
+    took.sort();
     eprintln!(
-        "pending flood: {} attacker upgrades during {calls} calls, {} evicted",
+        "pending flood from {} address(es), --max-pending {max_pending}, --max-pending-per-ip \
+         {per_ip}: {} attacker upgrades during {CALLS} calls, {} evicted; every call \
+         authenticated; a call (connect, upgrade, start, 3 frames echoed, close) took median \
+         {:?}, max {:?}",
+        sources.len(),
         upgrades.load(Ordering::Relaxed),
-        m.streams_rejected_for("pending_evicted")
+        m.streams_rejected_for("pending_evicted"),
+        took[took.len() / 2],
+        took[took.len() - 1],
     );
     h.shutdown().await;
+}
+
+/// Item 2, as reported: eight source addresses (127.0.0.2–9) fill the 32 slots 8 × 4.
+/// (On the code before eviction every legitimate upgrade got 503.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
+    let sources: Vec<[u8; 4]> = (2..=9u8).map(|last| [127, 0, 0, last]).collect();
+    pending_flood::<32, 4>(&sources).await;
+}
+
+/// Item 2 behind a proxy: the attacker and the calls share one address (127.0.0.1, as every
+/// connection through a proxy does), with `--max-pending` at its default (1024) and
+/// `--max-pending-per-ip` raised to it, as the README's proxy section says. Eviction then
+/// takes the oldest pending connection of that one address: to evict a call the attacker must
+/// complete 1024 upgrades between the call's upgrade and its `start`, which this flood (as
+/// fast as the test machine allows, a few thousand a second) does not. (With 32 slots the
+/// same flood did evict calls: the README says to keep the default behind a proxy and to
+/// limit per client at the proxy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_flood_through_one_proxy_address_does_not_lock_calls_out() {
+    // Both ends of every connection are in this process: about 2 x 1024, and the server
+    // raises the soft limit to the hard one itself.
+    raise_fd_limit(3072);
+    pending_flood::<1024, 1024>(&[[127, 0, 0, 1]]).await;
+}
+
+/// Raises the soft descriptor limit to the hard one and checks that `needed` fit.
+fn raise_fd_limit(needed: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    assert!(
+        now >= needed,
+        "this test needs {needed} file descriptors but RLIMIT_NOFILE is {now}: raise `ulimit -n`"
+    );
 }
