@@ -147,3 +147,60 @@ fn settings_that_work_but_surprise_are_warned_about() {
         assert!(w[0].contains(words), "{w:?}");
     }
 }
+
+/// The defaults and bounds the README's flags and refusals tables promise (values written
+/// here by hand from those tables and the public record, not read from `limits`), and that
+/// `Config::new` applies them: a change to one is a change of contract, made on purpose.
+#[test]
+fn the_documented_defaults_and_bounds_are_in_force() {
+    use streamguard::limits::*;
+    let c = config("https://voice.example.com");
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.webhook_path, "/voice/webhook");
+    assert_eq!(c.stream_path, "/voice/stream");
+    assert_eq!(c.token_ttl, Duration::from_secs(60));
+    assert_eq!(c.call_memory, Duration::from_secs(14_400));
+    assert_eq!(c.streams_per_call, 1);
+    assert_eq!(c.call_capacity, 1_000_000);
+    assert_eq!(c.start_timeout, Duration::from_millis(5000));
+    assert_eq!(c.upgrade_signature, SignatureMode::Required);
+    assert_eq!(c.max_pending, 1024);
+    assert_eq!(c.max_pending_per_ip, 4);
+    assert_eq!(c.max_streams, 1024);
+    assert_eq!(c.max_message_bytes, 65_536);
+    assert_eq!(c.max_connections, 4096);
+    assert_eq!(c.metrics_listen, None);
+    c.validate().unwrap();
+
+    // Bounds: --token-ttl 1..=3600 s, --call-memory at most 30 days, --streams-per-call
+    // 1..=100; the webhook body 64 KiB, request heads 16 KiB, the outbound budget 1 MiB (the
+    // public record), the descriptor reserve 64.
+    assert_eq!(
+        (MIN_TOKEN_TTL, MAX_TOKEN_TTL),
+        (Duration::from_secs(1), Duration::from_secs(3600))
+    );
+    assert_eq!(MAX_CALL_MEMORY, Duration::from_secs(2_592_000));
+    let mut over = config("https://voice.example.com");
+    over.call_memory = Duration::from_secs(2_592_001);
+    assert!(over.validate().is_err(), "30 days and a second");
+    over.call_memory = Duration::from_secs(2_592_000);
+    over.validate().unwrap();
+    assert_eq!(MAX_STREAMS_PER_CALL, 100);
+    assert_eq!(MAX_WEBHOOK_BODY_BYTES, 65_536);
+    assert_eq!(MAX_REQUEST_HEAD_BYTES, 16_384);
+    assert_eq!(MAX_OUTBOUND_BUFFER_BYTES, 1_048_576);
+    assert_eq!(FD_RESERVE, 64);
+    assert_eq!(
+        (WEBHOOK_BODY_TIMEOUT, HTTP_HEADER_TIMEOUT),
+        (Duration::from_secs(10), Duration::from_secs(10))
+    );
+    // The accept back-off of the metrics table: 5 ms doubling to 1 s, a warning at most every 5 s.
+    assert_eq!(
+        (ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX, ACCEPT_WARN_EVERY),
+        (
+            Duration::from_millis(5),
+            Duration::from_secs(1),
+            Duration::from_secs(5)
+        )
+    );
+}
