@@ -668,6 +668,27 @@ async fn serve_logs_no_secret_even_at_trace_and_exits_0_on_sigterm() {
     let mut answer = String::new();
     let _ = tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The same for an upgrade signed over another URL, whose query carries a token: 401, the
+    // stream URL logged, the query (and its token) not.
+    let query_token = "tok-in-query-5d1c9a";
+    let upgrade_sig = streamguard::signature::compute_signature::<&str, &str>(
+        &twilio.auth_token,
+        &format!("wss://voice.example.com/voice/stream?token={query_token}"),
+        &[],
+    );
+    let req = format!(
+        "GET /voice/stream?token={query_token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Twilio-Signature: {upgrade_sig}\r\n\r\n"
+    );
+    let mut tcp = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    drop(tcp);
 
     let addr = serve.addr.clone();
     let (code, logs) = serve.stop();
@@ -684,12 +705,19 @@ async fn serve_logs_no_secret_even_at_trace_and_exits_0_on_sigterm() {
         logs.contains(&format!("signed_url=http://{addr}/voice/webhook")),
         "the URL signed against is logged: {logs}"
     );
+    assert!(
+        logs.contains(&format!("signed_url=ws://{addr}/voice/stream"))
+            && logs.contains("reason=\"upgrade_signature_invalid\""),
+        "the stream URL signed against is logged: {logs}"
+    );
     for (what, secret) in [
         ("auth token", SERVE_AUTH),
         ("token key", SERVE_KEY),
         ("stream token", token.as_str()),
         ("webhook signature", webhook_sig.as_str()),
         ("mismatched signature", mismatched_sig.as_str()),
+        ("upgrade signature", upgrade_sig.as_str()),
+        ("token in the upgrade's query", query_token),
     ] {
         assert!(!logs.contains(secret), "{what} leaked into the logs");
     }

@@ -334,7 +334,17 @@ fn upgrade_rejected(
     reason: UpgradeReject,
 ) -> Response<Full<Bytes>> {
     shared.metrics.stream_rejected(reason.as_str());
-    tracing::warn!(peer = %peer.ip(), reason = reason.as_str(), "stream upgrade refused: {reason}");
+    if matches!(reason, UpgradeReject::Signature(_)) {
+        // As for the webhook, say which URL (never the signature). The request's query is
+        // left out: it may carry a token (a URL token, or an attacker's guess).
+        tracing::warn!(
+            peer = %peer.ip(), reason = reason.as_str(), signed_url = %shared.stream_url,
+            "stream upgrade refused: {reason} (checked against the stream URL built from \
+             --public-url, plus the request's query if any)"
+        );
+    } else {
+        tracing::warn!(peer = %peer.ip(), reason = reason.as_str(), "stream upgrade refused: {reason}");
+    }
     empty(status_of(reason.status()))
 }
 
