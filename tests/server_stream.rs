@@ -15,7 +15,9 @@ mod harness;
 use std::time::Duration;
 
 use base64::Engine as _;
-use harness::{Harness, Options, Seen, call, close_code_of, raw_http, stream_sid};
+use harness::{
+    Harness, Options, Seen, call, close_code_of, raw_http, refusal_close_code, stream_sid,
+};
 use streamguard::kit::simulator::{
     Signing, StreamOutcome, StreamPlan, parse_twiml, strip_query, tone_frame,
 };
@@ -489,7 +491,7 @@ async fn capacity_caps_evict_the_oldest_pending_and_refuse_over_max_streams() {
     h.wait_metrics(|m| m.gauges.connections_pending == 2).await;
     // The third from the same address is admitted (101), and the oldest is closed.
     let mut third = h.connect_stream().await;
-    assert_eq!(close_code_of(&mut oldest).await, Some(POLICY));
+    assert_eq!(refusal_close_code(&mut oldest).await, Some(POLICY));
     let m = h
         .wait_metrics(|m| m.streams_rejected_for("pending_evicted") == 1)
         .await;
@@ -548,7 +550,7 @@ async fn a_stream_authenticating_when_the_cap_was_reached_meanwhile_is_closed() 
     h.send_start(&mut a, 1, &t1, 1).await;
     h.wait_metrics(|m| m.gauges.streams_active == 1).await;
     h.send_start(&mut b, 2, &t2, 1).await;
-    assert_eq!(close_code_of(&mut b).await, Some(POLICY));
+    assert_eq!(refusal_close_code(&mut b).await, Some(POLICY));
     let m = h.wait_metrics(|m| m.gauges.connections_pending == 0).await;
     assert_eq!(m.streams_rejected.get("streams_full"), Some(&1));
     assert_eq!((m.gauges.streams_active, m.streams_authenticated), (1, 1));

@@ -387,6 +387,16 @@ impl Harness {
 
 /// Reads until the server's close frame; its code.
 pub async fn close_code_of(ws: &mut Client) -> Option<u16> {
+    read_close(ws, false).await
+}
+
+/// [`close_code_of`] for a refused connection: the peer must receive nothing before the
+/// close (no text or binary message: nothing leaked); panics if it does.
+pub async fn refusal_close_code(ws: &mut Client) -> Option<u16> {
+    read_close(ws, true).await
+}
+
+async fn read_close(ws: &mut Client, refused: bool) -> Option<u16> {
     use futures_util::StreamExt;
     let read = async {
         while let Some(m) = ws.next().await {
@@ -395,6 +405,9 @@ pub async fn close_code_of(ws: &mut Client) -> Option<u16> {
                     // Answer the close, as a well-behaved peer does.
                     let _ = futures_util::SinkExt::close(ws).await;
                     return f.map(|f| u16::from(f.code));
+                }
+                Ok(m @ (tungstenite::Message::Text(_) | tungstenite::Message::Binary(_))) => {
+                    assert!(!refused, "a refused peer received a message: {m:?}");
                 }
                 Ok(_) => {}
                 Err(_) => return None,
