@@ -27,16 +27,14 @@
 
 mod weak_target;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use streamguard::kit::cases::{Target, twiml_problems};
 use streamguard::kit::conformance;
 use streamguard::kit::report::{Report, Verdict};
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
-use streamguard::server::{self, Config, Echo, PublicUrl};
+use streamguard::server::{Config, Echo, PublicUrl, Server};
 use streamguard::sid::AccountSid;
-use streamguard::time::SystemClock;
 use tokio::net::TcpListener;
 use weak_target::{WeakTarget, Weakness};
 
@@ -527,7 +525,7 @@ async fn each_weakness_fails_exactly_its_cases() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The real reference server (`server::start` with `Echo`, as `streamguard demo` runs it:
+/// The real reference server (`Server::builder` with `Echo`, as `streamguard demo` runs it:
 /// 2 s token TTL, 1 s start deadline, the kit told both) passes every case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_server_passes_every_case() {
@@ -554,7 +552,11 @@ async fn the_reference_server_passes_every_case() {
         start_timeout: Some(START_TIMEOUT),
         account_sid: account,
     };
-    let server = server::start(listener, config, Arc::new(Echo), Arc::new(SystemClock))
+    let server = Server::builder(config)
+        .handlers(Echo)
+        .build()
+        .unwrap()
+        .serve(listener)
         .await
         .unwrap();
     let report = run_kit(target, AuthToken::new(weak_target::AUTH_TOKEN).unwrap()).await;

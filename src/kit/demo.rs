@@ -4,7 +4,6 @@
 //! The server runs with a 2 s token TTL and a 1 s start deadline (the kit is told both), so
 //! the cases that wait for a token to expire or a slow client to be closed finish in seconds.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -15,9 +14,8 @@ use super::conformance::{self, KitError};
 use super::report::Report;
 use super::simulator::SimError;
 use crate::secret::{AuthToken, KeySet, TokenKey};
-use crate::server::{self, Config, Echo, PublicUrl};
+use crate::server::{Config, Echo, PublicUrl, Server};
 use crate::sid::AccountSid;
-use crate::time::SystemClock;
 
 /// The token TTL the demo's server runs with.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(2);
@@ -91,7 +89,12 @@ pub async fn run() -> Result<Report, DemoError> {
         start_timeout: Some(DEMO_START_TIMEOUT),
         account_sid,
     };
-    let server = server::start(listener, config, Arc::new(Echo), Arc::new(SystemClock)).await?;
+    let server = Server::builder(config)
+        .handlers(Echo)
+        .build()
+        .map_err(|_| SimError::Setup("server configuration"))?
+        .serve(listener)
+        .await?;
     let kit_auth = AuthToken::new(&auth_text).map_err(|_| SimError::Setup("auth token"))?;
     let report = conformance::run(target, kit_auth, &[]).await;
     server.shutdown().await;

@@ -434,20 +434,3 @@ impl ServerHandle {
         }
     }
 }
-
-/// Starts serving on `listener` with `config`, `handlers` and `clock`: the short form of
-/// [`Server::builder`] and [`Server::serve`]. Keep the returned handle: dropping it stops the
-/// server.
-pub async fn start(
-    listener: TcpListener,
-    config: Config,
-    handlers: Arc<dyn HandlerFactory>,
-    clock: Arc<dyn Clock>,
-) -> io::Result<ServerHandle> {
-    let server = Server::builder(config)
-        .shared_handlers(handlers)
-        .shared_clock(clock)
-        .build()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    server.serve(listener).await
-}

@@ -12,8 +12,8 @@ use streamguard::kit::simulator::{
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::{
-    self, Config, HandlerFactory, MediaHandler, PublicUrl, ServerHandle, StartedStream, StreamEnd,
-    StreamHandle,
+    Config, HandlerFactory, MediaHandler, PublicUrl, Server, ServerHandle, StartedStream,
+    StreamEnd, StreamHandle,
 };
 use streamguard::session::StreamInfo;
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
@@ -238,7 +238,12 @@ impl Harness {
             (Arc::new(SystemClock), None)
         };
         let handlers = handlers.unwrap_or_else(|| Arc::new(recorder.clone()));
-        let server = server::start(listener, config, handlers, clock)
+        let server = Server::builder(config)
+            .shared_handlers(handlers)
+            .shared_clock(clock)
+            .build()
+            .unwrap()
+            .serve(listener)
             .await
             .unwrap();
         Self {
