@@ -1,6 +1,7 @@
 //! `streamguard conformance` against a target that is wrong on purpose: a FAIL reaches every
 //! output (exit status 1, the table, `--json`, JUnit `<failure>`), a SKIP is `<skipped>`, and
-//! the run ends by itself.
+//! the run ends by itself, also against a target that accepts connections and then stalls
+//! (the whole-run deadline).
 //!
 //! The failing and skipped cases are listed by hand from the configuration below, not taken
 //! from the program's output.
@@ -18,7 +19,11 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use streamguard::kit::conformance::list;
+use streamguard::kit::cases::Target;
+use streamguard::kit::conformance::{RUN_DEADLINE_REACHED, list, run_within};
+use streamguard::kit::report::Verdict;
+use streamguard::secret::AuthToken;
+use streamguard::sid::AccountSid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
 
@@ -325,4 +330,69 @@ fn failing_and_skipped_cases_are_rows_of_the_table() {
         run.stdout.contains("1 passed, 1 failed, 2 skipped"),
         "{ctx}"
     );
+}
+
+/// A target that accepts every connection and never answers: without a whole-run bound each
+/// case would wait out its own timeouts, one after another (minutes). With a 3 s bound the run
+/// ends in about 3 s: the case in progress is FAIL "run deadline reached after ...", every
+/// case not yet run is FAIL "run deadline reached: not run", nothing passes. The two cases
+/// that need `--token-ttl` SKIP at once (they run alongside, before the deadline).
+#[tokio::test]
+async fn a_stalling_target_is_cut_off_by_the_run_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s); // never read, never answered
+        }
+    });
+    let target = Target {
+        connect_to: addr,
+        target: format!("http://{addr}"),
+        public_url: format!("http://{addr}"),
+        webhook_path: "/voice".to_owned(),
+        stream_path: "/media".to_owned(),
+        token_ttl: None,
+        start_timeout: None,
+        account_sid: AccountSid::parse(SERVE_ACCOUNT).unwrap(),
+    };
+    let bound = Duration::from_secs(3);
+    let started = Instant::now();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_within(target, AuthToken::new(SERVE_AUTH).unwrap(), &[], bound),
+    )
+    .await
+    .expect("the run ended by itself")
+    .unwrap();
+    let elapsed = started.elapsed();
+    holder.abort();
+    assert!(
+        elapsed >= bound && elapsed < bound + Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(report.cases.len(), list().len());
+    assert_eq!(report.passed, 0, "{}", report.table());
+    let ttl_cases = ["webhook.replay_after_ttl", "stream.expired_token"];
+    assert_eq!(report.ids(Verdict::Skip), ttl_cases, "{}", report.table());
+    assert_eq!(report.failed, list().len() - ttl_cases.len());
+    for c in report.cases.iter().filter(|c| c.verdict == Verdict::Fail) {
+        assert!(
+            c.observed.starts_with(RUN_DEADLINE_REACHED),
+            "{}: {}",
+            c.id,
+            c.observed
+        );
+    }
+    // The first case was under way when the deadline came; the rest never started.
+    let first = &report.cases[0];
+    assert_eq!(first.id, "call.legitimate");
+    assert!(first.observed.contains("after"), "{}", first.observed);
+    let not_run = report
+        .cases
+        .iter()
+        .filter(|c| c.observed == format!("{RUN_DEADLINE_REACHED}: not run"))
+        .count();
+    assert_eq!(not_run, report.failed - 1, "{}", report.table());
 }
