@@ -331,6 +331,101 @@ async fn hang_up_from_another_task_closes_with_1000() {
     r.handle.shutdown().await;
 }
 
+/// Audio pushed from the application's own task to a peer that has stopped reading: the
+/// push itself fails with `SendError::Backpressure` once the 1 MiB outbound budget is full
+/// (the caller sees it; nothing is buffered without limit), later pushes fail too, and the
+/// stream ends with `Backpressure`.
+#[tokio::test]
+async fn pushing_audio_to_a_peer_that_stops_reading_fails_with_backpressure() {
+    #[derive(Clone, Default)]
+    struct Outcome(Arc<Mutex<Option<(usize, SendError, SendError)>>>);
+    struct Pusher {
+        outcome: Outcome,
+        ends: Seen,
+    }
+    impl MediaHandler for Pusher {
+        fn on_start(&mut self, _s: &StartedStream, out: &StreamHandle) {
+            let (h, outcome) = (out.clone(), self.outcome.clone());
+            tokio::spawn(async move {
+                let mut pushed = 0usize;
+                let first = loop {
+                    match h.media(&[0x7f; 160]) {
+                        Ok(()) => pushed += 1,
+                        Err(e) => break e,
+                    }
+                    if pushed % 64 == 0 {
+                        // Let the writer run: what stalls it must be the peer, not this loop.
+                        tokio::task::yield_now().await;
+                    }
+                    assert!(pushed < 1_000_000, "no backpressure after 1,000,000 pushes");
+                };
+                let next = h.media(&[0x7f; 160]).unwrap_err();
+                *outcome.0.lock().unwrap() = Some((pushed, first, next));
+            });
+        }
+        fn on_media(&mut self, _f: &MediaFrame<'_>, _o: &StreamHandle) {}
+        fn on_end(&mut self, end: StreamEnd) {
+            self.ends.push(format!("{end:?}"));
+        }
+    }
+    let (outcome, ends) = (Outcome::default(), Seen::default());
+    let (o, e) = (outcome.clone(), ends.clone());
+    let r = start(move |config| {
+        Server::builder(config)
+            .handlers(move |_: &StartedStream| -> Box<dyn MediaHandler> {
+                Box::new(Pusher {
+                    outcome: o.clone(),
+                    ends: e.clone(),
+                })
+            })
+            .build()
+            .unwrap()
+    })
+    .await;
+    let url = format!("{}/voice/webhook", r.public);
+    let reply = r
+        .twilio
+        .post_webhook(&url, &r.twilio.voice_params(&call(3)), Signing::Valid)
+        .await
+        .unwrap();
+    let twiml = parse_twiml(&reply.body).unwrap();
+    let Upgrade::Open(mut conn) = r
+        .twilio
+        .open(strip_query(&twiml.url), Signing::Valid)
+        .await
+        .unwrap()
+    else {
+        panic!("upgrade refused")
+    };
+    conn.send_text(start_message(
+        &r.twilio.account_sid,
+        &call(3),
+        &stream(3),
+        &twiml.parameters,
+    ))
+    .await;
+    // The client reads nothing from here on.
+    let mut seen = None;
+    for _ in 0..500 {
+        seen = outcome.0.lock().unwrap().clone();
+        if seen.is_some() && !ends.all().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (pushed, first, next) = seen.expect("the pushing task saw an error");
+    assert_eq!(first, SendError::Backpressure, "after {pushed} pushes");
+    assert!(
+        matches!(next, SendError::Backpressure | SendError::Closed),
+        "{next:?}"
+    );
+    // Each push is a ~250-byte message: the budget (1 MiB) and the socket buffers, no more.
+    assert!(pushed > 1_000, "{pushed} pushes: the budget is 1 MiB");
+    assert_eq!(ends.all(), ["Backpressure"]);
+    drop(conn);
+    r.handle.shutdown().await;
+}
+
 /// The async form: every stream arrives with its events in order, ending with `End`, and the
 /// application answers from its own task.
 #[tokio::test]
@@ -346,7 +441,8 @@ async fn the_channel_form_delivers_every_event_in_order() {
                 c.lock()
                     .unwrap()
                     .push(format!("stream {}", s.stream.info.call_sid));
-                while let Some(ev) = s.events.recv().await {
+                // The events as a `futures_util::Stream`.
+                while let Some(ev) = futures_util::StreamExt::next(&mut s.events).await {
                     match ev {
                         StreamEvent::Media(m) => {
                             let _ = s.handle.media_base64(m.payload());

@@ -368,7 +368,55 @@ pub struct IncomingStream {
     /// Sends audio, marks, clears; hangs up.
     pub handle: StreamHandle,
     /// The stream's events, in order, ending with [`StreamEvent::End`].
-    pub events: mpsc::Receiver<StreamEvent>,
+    pub events: StreamEvents,
+}
+
+/// The events of one stream, in order, ending with [`StreamEvent::End`]: `recv().await`
+/// them, or use this as a [`futures_util::Stream`] (`StreamExt::next`, combinators).
+#[derive(Debug)]
+pub struct StreamEvents {
+    rx: mpsc::Receiver<StreamEvent>,
+}
+
+impl StreamEvents {
+    /// The next event; `None` after [`StreamEvent::End`].
+    pub async fn recv(&mut self) -> Option<StreamEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_util::Stream for StreamEvents {
+    type Item = StreamEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<StreamEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Every authenticated stream of a [`channel`], as it authenticates: `recv().await` them, or
+/// use this as a [`futures_util::Stream`] of [`IncomingStream`]s.
+#[derive(Debug)]
+pub struct IncomingStreams {
+    rx: mpsc::Receiver<IncomingStream>,
+}
+
+impl IncomingStreams {
+    /// The next authenticated stream; `None` once the server has stopped.
+    pub async fn recv(&mut self) -> Option<IncomingStream> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_util::Stream for IncomingStreams {
+    type Item = IncomingStream;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<IncomingStream>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// The [`HandlerFactory`] half of [`channel`].
@@ -420,7 +468,7 @@ impl MediaHandler for ChannelHandler {
         let incoming = IncomingStream {
             stream,
             handle: out.clone(),
-            events: rx,
+            events: StreamEvents { rx },
         };
         if self.streams.try_send(incoming).is_ok() {
             self.events = Some(tx);
@@ -444,8 +492,10 @@ impl MediaHandler for ChannelHandler {
     }
 }
 
-/// The async form: every authenticated stream arrives on the returned receiver as an
-/// [`IncomingStream`] with its own receiver of up to `per_stream` events. An application that
+/// The async form, a thin adapter over the callback trait ([`MediaHandler`], the primary
+/// form): every authenticated stream arrives on the returned [`IncomingStreams`] (a
+/// `futures_util::Stream`) as an [`IncomingStream`] with its own [`StreamEvents`] (also a
+/// `Stream`) of up to `per_stream` queued events. An application that
 /// falls behind (a full queue) has the stream closed with 1011 ([`StreamEnd::ApplicationBehind`])
 /// rather than frames dropped or buffered without limit. Pass the first half to the server
 /// builder's `handlers`.
@@ -465,13 +515,13 @@ impl MediaHandler for ChannelHandler {
 /// }
 /// # };
 /// ```
-pub fn channel(per_stream: usize) -> (ChannelHandlers, mpsc::Receiver<IncomingStream>) {
+pub fn channel(per_stream: usize) -> (ChannelHandlers, IncomingStreams) {
     let (tx, rx) = mpsc::channel(crate::limits::DEFAULT_MAX_STREAMS);
     (
         ChannelHandlers {
             streams: tx,
             per_stream,
         },
-        rx,
+        IncomingStreams { rx },
     )
 }

@@ -49,8 +49,8 @@ use self::capacity::Capacity;
 pub use self::config::{Config, ConfigError, EnvError, PublicUrl, ReplayStoreConfig};
 use self::connections::Connections;
 pub use self::handler::{
-    Discard, Echo, HandlerFactory, IncomingStream, MediaHandler, SendError, StartedStream,
-    StreamEnd, StreamEvent, StreamHandle,
+    Discard, Echo, HandlerFactory, IncomingStream, IncomingStreams, MediaHandler, SendError,
+    StartedStream, StreamEnd, StreamEvent, StreamEvents, StreamHandle,
 };
 use self::metrics::Metrics;
 pub use self::metrics::{Gauges, HistogramSnapshot, STORE_LATENCY_BUCKETS_US, Snapshot};
