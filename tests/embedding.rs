@@ -353,7 +353,7 @@ async fn pushing_audio_to_a_peer_that_stops_reading_fails_with_backpressure() {
                         Ok(()) => pushed += 1,
                         Err(e) => break e,
                     }
-                    if pushed % 64 == 0 {
+                    if pushed.is_multiple_of(64) {
                         // Let the writer run: what stalls it must be the peer, not this loop.
                         tokio::task::yield_now().await;
                     }
@@ -407,7 +407,7 @@ async fn pushing_audio_to_a_peer_that_stops_reading_fails_with_backpressure() {
     // The client reads nothing from here on.
     let mut seen = None;
     for _ in 0..500 {
-        seen = outcome.0.lock().unwrap().clone();
+        seen = *outcome.0.lock().unwrap();
         if seen.is_some() && !ends.all().is_empty() {
             break;
         }
