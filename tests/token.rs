@@ -736,6 +736,10 @@ fn debug_output_never_contains_secrets() {
     let k = TokenKey::from_bytes(key_material).unwrap();
     let id = k.id();
     let key_debug = format!("{k:?}");
+    // The id shows as the 8 lowercase hex digits of its 4 bytes (as in the token).
+    let hex: String = id.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(id.to_string(), hex);
+    assert_eq!(format!("{id:?}"), format!("KeyId({hex})"));
     let keyset = KeySet::new(vec![k, key(9)]).unwrap();
     let set_debug = format!("{keyset:?}");
     let mut secrets = common::renderings(key_material);
@@ -766,12 +770,15 @@ fn debug_output_never_contains_secrets() {
     token_secrets.extend(common::renderings(&common::nonce(42)));
     let token_secrets: Vec<&str> = token_secrets.iter().map(String::as_str).collect();
     common::assert_no_leak(&token_debug, &token_secrets);
+    // What `Debug` does show: that it is a token, and its length.
+    assert_eq!(token_debug, "StreamToken(..redacted, 82 chars..)");
     common::assert_no_leak(&claims_debug, &token_secrets);
     assert!(claims_debug.contains(&id.to_string()), "{claims_debug}");
 
     let auth_text = "f1e2d3c4b5a6978877665544332211ff";
     let auth = AuthToken::new(auth_text).unwrap();
     common::assert_no_leak(&format!("{auth:?}"), &[auth_text, &auth_text[..8]]);
+    assert_eq!(format!("{auth:?}"), "AuthToken(..redacted..)");
 
     // Errors carry nothing either: they hold no data. (Searching the `Debug` of these
     // fieldless values for key bytes could not fail.)

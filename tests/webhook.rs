@@ -820,3 +820,56 @@ fn the_body_bound_is_exact() {
     assert_eq!((refused, refused.status()), (WebhookReject::TooLarge, 413));
     assert_eq!(w.store.len(), 1, "the refused webhook recorded something");
 }
+
+/// `application/x-www-form-urlencoded` both ways, against known answers from an independent
+/// implementation: each encoded text is what Node's `URLSearchParams` (WHATWG URL Standard)
+/// writes for the value, computed with
+/// `node -e 'console.log(new URLSearchParams([["k", VALUE]]).toString())'`.
+#[test]
+fn form_encoding_agrees_with_whatwg_urlsearchparams() {
+    use streamguard::wire::form;
+    let vectors: &[(&str, &str)] = &[
+        ("+1 (415) 555-0100", "%2B1+%28415%29+555-0100"),
+        ("a b*-._~", "a+b*-._%7E"),
+        ("é/?&=%+", "%C3%A9%2F%3F%26%3D%25%2B"),
+        (
+            "CA0123456789abcdef0123456789abcdef",
+            "CA0123456789abcdef0123456789abcdef",
+        ),
+        ("<Say>\"hi\"</Say>", "%3CSay%3E%22hi%22%3C%2FSay%3E"),
+        ("\u{1F600}", "%F0%9F%98%80"),
+    ];
+    for (value, encoded) in vectors {
+        assert_eq!(form::encode(value), *encoded, "encode {value:?}");
+        assert_eq!(
+            form::decode(encoded).as_deref(),
+            Some(*value),
+            "decode {encoded}"
+        );
+        // Lowercase hex is as valid on the way in.
+        let lower = encoded.to_ascii_lowercase();
+        if lower.contains('%') && value.bytes().all(|b| !b.is_ascii_uppercase()) {
+            assert_eq!(
+                form::decode(&lower).as_deref(),
+                Some(*value),
+                "decode {lower}"
+            );
+        }
+    }
+    let body = vectors
+        .iter()
+        .map(|(v, e)| format!("{}={e}", form::encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let parsed = form::parse(body.as_bytes()).unwrap();
+    assert_eq!(
+        parsed,
+        vectors
+            .iter()
+            .map(|(v, _)| ((*v).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+    );
+    for bad in ["%", "%4", "%G0", "%C3"] {
+        assert_eq!(form::decode(bad), None, "{bad}");
+    }
+}
