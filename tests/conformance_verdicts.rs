@@ -15,8 +15,8 @@
 )] // tests: a panic is a failure
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamguard::kit::cases::Target;
@@ -25,11 +25,8 @@ use streamguard::kit::report::Verdict;
 use streamguard::secret::AuthToken;
 use streamguard::sid::AccountSid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
-
-const SERVE_AUTH: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
-const SERVE_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-const SERVE_KEY: &str = "c3RyZWFtZ3VhcmQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
+mod serve_support;
+use serve_support::{BIN, SERVE_ACCOUNT, SERVE_AUTH, Serve};
 
 /// `serve --upgrade-signature off`, without `--echo`, and a kit not told `--token-ttl`.
 const SERVE_ARGS: &[&str] = &["--upgrade-signature", "off"];
@@ -55,79 +52,18 @@ const MUST_SKIP: &[&str] = &[
 /// test gives up on the process (the run must end by itself long before).
 const PROCESS_LIMIT: Duration = Duration::from_secs(120);
 
-/// A real `streamguard serve` on a free loopback port; killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-    public: String,
-}
-
-impl Serve {
-    fn start(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let public = format!("http://{addr}");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", &addr, "--public-url", &public])
-            .args(args)
-            .env("TWILIO_AUTH_TOKEN", SERVE_AUTH)
-            .env("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT)
-            .env("STREAMGUARD_TOKEN_KEY", SERVE_KEY)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        // Keeps draining stderr after "listening"; sends fail quietly once `rx` is dropped.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let _ = tx.send(line.unwrap_or_default());
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("server printed nothing");
-            if line.contains("streamguard listening") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not start");
-        }
-        Self {
-            child,
-            addr,
-            public,
-        }
-    }
-
-    /// `streamguard conformance --target ... --public-url ...` and `more`.
-    fn conformance(&self, more: &[&str]) -> Run {
-        let target = format!("http://{}", self.addr);
-        let mut args = vec![
-            "conformance",
-            "--target",
-            &target,
-            "--public-url",
-            &self.public,
-        ];
-        args.extend_from_slice(more);
-        run_bounded(&args)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `streamguard conformance --target ... --public-url ...` and `more` against `serve`.
+fn conformance(serve: &Serve, more: &[&str]) -> Run {
+    let target = format!("http://{}", serve.addr);
+    let mut args = vec![
+        "conformance",
+        "--target",
+        &target,
+        "--public-url",
+        &serve.public,
+    ];
+    args.extend_from_slice(more);
+    run_bounded(&args)
 }
 
 /// One finished `conformance` process.
@@ -207,13 +143,13 @@ fn assert_lists_name_real_cases() {
 #[test]
 fn failing_and_skipped_cases_reach_the_exit_status_json_and_junit() {
     assert_lists_name_real_cases();
-    let serve = Serve::start(SERVE_ARGS);
+    let serve = Serve::start(SERVE_ARGS, "info", None);
     let junit = std::env::temp_dir().join(format!(
         "streamguard-verdicts-junit-{}.xml",
         std::process::id()
     ));
     let junit_arg = junit.display().to_string();
-    let run = serve.conformance(&["--json", "--junit", &junit_arg]);
+    let run = conformance(&serve, &["--json", "--junit", &junit_arg]);
     drop(serve);
     let ctx = format!("{}\n{}", run.stdout, run.stderr);
     eprintln!("conformance run took {:.1} s", run.elapsed.as_secs_f64());
@@ -290,17 +226,20 @@ fn failing_and_skipped_cases_reach_the_exit_status_json_and_junit() {
 #[cfg(unix)]
 #[test]
 fn failing_and_skipped_cases_are_rows_of_the_table() {
-    let serve = Serve::start(SERVE_ARGS);
-    let run = serve.conformance(&[
-        "--only",
-        "upgrade.unsigned",
-        "--only",
-        "upgrade.wrong_path",
-        "--only",
-        "stream.expired_token",
-        "--only",
-        "injection.unauthenticated_frames_go_nowhere",
-    ]);
+    let serve = Serve::start(SERVE_ARGS, "info", None);
+    let run = conformance(
+        &serve,
+        &[
+            "--only",
+            "upgrade.unsigned",
+            "--only",
+            "upgrade.wrong_path",
+            "--only",
+            "stream.expired_token",
+            "--only",
+            "injection.unauthenticated_frames_go_nowhere",
+        ],
+    );
     drop(serve);
     let ctx = format!("{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.code, 1, "{ctx}");
