@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use streamguard::kit::simulator::{
-    Signing, Twilio, Upgrade, connected_message, media_message, parse_twiml, start_message,
-    strip_query,
+    Connection, Signing, Twilio, Upgrade, connected_message, media_message, parse_twiml,
+    start_message, strip_query,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::handler;
@@ -60,6 +60,37 @@ async fn start(build: impl FnOnce(Config) -> Server) -> Running {
             account_sid: AccountSid::parse(ACCOUNT).unwrap(),
         },
         public,
+    }
+}
+
+impl Running {
+    /// Call `n` as Twilio makes it: the signed webhook, the upgrade to its TwiML's stream URL
+    /// (query dropped), `connected` and `start` with the TwiML's parameters.
+    async fn started_call(&self, n: u64) -> Box<Connection> {
+        let url = format!("{}/voice/webhook", self.public);
+        let reply = self
+            .twilio
+            .post_webhook(&url, &self.twilio.voice_params(&call(n)), Signing::Valid)
+            .await
+            .unwrap();
+        let twiml = parse_twiml(&reply.body).unwrap();
+        let Upgrade::Open(mut conn) = self
+            .twilio
+            .open(strip_query(&twiml.url), Signing::Valid)
+            .await
+            .unwrap()
+        else {
+            panic!("upgrade refused")
+        };
+        conn.send_text(connected_message()).await;
+        conn.send_text(start_message(
+            &self.twilio.account_sid,
+            &call(n),
+            &stream(n),
+            &twiml.parameters,
+        ))
+        .await;
+        conn
     }
 }
 
@@ -289,28 +320,7 @@ async fn hang_up_from_another_task_closes_with_1000() {
             .unwrap()
     })
     .await;
-    let url = format!("{}/voice/webhook", r.public);
-    let reply = r
-        .twilio
-        .post_webhook(&url, &r.twilio.voice_params(&call(2)), Signing::Valid)
-        .await
-        .unwrap();
-    let twiml = parse_twiml(&reply.body).unwrap();
-    let Upgrade::Open(mut conn) = r
-        .twilio
-        .open(strip_query(&twiml.url), Signing::Valid)
-        .await
-        .unwrap()
-    else {
-        panic!("upgrade refused")
-    };
-    conn.send_text(start_message(
-        &r.twilio.account_sid,
-        &call(2),
-        &stream(2),
-        &twiml.parameters,
-    ))
-    .await;
+    let mut conn = r.started_call(2).await;
     let end = conn.wait_end(Duration::from_secs(5)).await;
     assert_eq!(end, Some(streamguard::kit::simulator::Ended::Close(1000)));
     assert_eq!(
@@ -382,28 +392,7 @@ async fn pushing_audio_to_a_peer_that_stops_reading_fails_with_backpressure() {
             .unwrap()
     })
     .await;
-    let url = format!("{}/voice/webhook", r.public);
-    let reply = r
-        .twilio
-        .post_webhook(&url, &r.twilio.voice_params(&call(3)), Signing::Valid)
-        .await
-        .unwrap();
-    let twiml = parse_twiml(&reply.body).unwrap();
-    let Upgrade::Open(mut conn) = r
-        .twilio
-        .open(strip_query(&twiml.url), Signing::Valid)
-        .await
-        .unwrap()
-    else {
-        panic!("upgrade refused")
-    };
-    conn.send_text(start_message(
-        &r.twilio.account_sid,
-        &call(3),
-        &stream(3),
-        &twiml.parameters,
-    ))
-    .await;
+    let conn = r.started_call(3).await;
     // The client reads nothing from here on.
     let mut seen = None;
     for _ in 0..500 {
@@ -457,29 +446,7 @@ async fn the_channel_form_delivers_every_event_in_order() {
             });
         }
     });
-    let url = format!("{}/voice/webhook", r.public);
-    let reply = r
-        .twilio
-        .post_webhook(&url, &r.twilio.voice_params(&call(3)), Signing::Valid)
-        .await
-        .unwrap();
-    let twiml = parse_twiml(&reply.body).unwrap();
-    let Upgrade::Open(mut conn) = r
-        .twilio
-        .open(strip_query(&twiml.url), Signing::Valid)
-        .await
-        .unwrap()
-    else {
-        panic!("upgrade refused")
-    };
-    conn.send_text(connected_message()).await;
-    conn.send_text(start_message(
-        &r.twilio.account_sid,
-        &call(3),
-        &stream(3),
-        &twiml.parameters,
-    ))
-    .await;
+    let mut conn = r.started_call(3).await;
     for i in 0..5 {
         conn.send_text(media_message(&stream(3), i)).await;
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use harness::{Harness, Options, Seen, close_code_of, raw_http, stream_sid};
+use harness::{Harness, Options, Seen, close_code_of, raise_fd_limit, raw_http, stream_sid};
 use streamguard::kit::simulator::Signing;
 use streamguard::limits::DEFAULT_CALL_MEMORY;
 use streamguard::server::StreamEnd;
@@ -389,24 +389,6 @@ async fn a_pending_flood_from_eight_addresses_does_not_lock_calls_out() {
 async fn a_pending_flood_through_one_proxy_address_does_not_lock_calls_out() {
     // Both ends of every connection are in this process: about 2 x 1024, and the server
     // raises the soft limit to the hard one itself.
-    raise_fd_limit(3072);
+    let _ = raise_fd_limit(3072);
     pending_flood::<1024, 1024>(&[[127, 0, 0, 1]]).await;
-}
-
-/// Raises the soft descriptor limit to the hard one and checks that `needed` fit.
-fn raise_fd_limit(needed: u64) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
-    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(
-        now >= needed,
-        "this test needs {needed} file descriptors but RLIMIT_NOFILE is {now}: raise `ulimit -n`"
-    );
 }

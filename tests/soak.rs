@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::assert_no_leak;
 use futures_util::{SinkExt, StreamExt};
-use harness::{AUTH_TOKEN, Client, Harness, Options, call, raw_http, stream_sid};
+use harness::{AUTH_TOKEN, Client, Harness, Options, call, raise_fd_limit, raw_http, stream_sid};
 use redis_support::RedisServer;
 use streamguard::kit::simulator::{
     Signing, connected_message, media_message_with, parse_twiml, start_message, stop_message,
@@ -91,27 +91,6 @@ fn serially(case: impl std::future::Future<Output = ()>) {
         .build()
         .unwrap()
         .block_on(case);
-}
-
-/// Raises the soft descriptor limit to the hard one and checks that `needed` fit.
-fn raise_fd_limit(needed: u64) -> u64 {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        );
-    }
-    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(
-        now >= needed,
-        "this mode needs {needed} file descriptors but RLIMIT_NOFILE is {now}: run `ulimit -n 20000` first"
-    );
-    now
 }
 
 fn open_fds() -> usize {

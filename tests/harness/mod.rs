@@ -467,3 +467,24 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .unwrap_or(0);
     (status, text)
 }
+
+/// Raises the soft descriptor limit to the hard one and checks that `needed` fit.
+pub fn raise_fd_limit(needed: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    assert!(
+        now >= needed,
+        "this test needs {needed} file descriptors but RLIMIT_NOFILE is {now}: run `ulimit -n 20000` first"
+    );
+    now
+}
