@@ -862,6 +862,99 @@ async fn the_replay_store_warns_from_80_percent_full_and_refuses_when_full() {
     );
 }
 
+/// Accept failures: the descriptor limit of a running `serve` is lowered under what it holds
+/// (`prlimit`), so `accept` fails with "too many open files" while clients connect. The
+/// failures back off (5 ms doubling to 1 s: a few, not a spin), are counted in
+/// `streamguard_accept_errors_total` and warned about once (at most every 5 s); with the
+/// limit restored the server recovers by itself and the connections that waited in the
+/// backlog are served.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn accept_failures_back_off_are_counted_and_recovered_from() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prlimit (util-linux) is needed in CI"
+        );
+        eprintln!("SKIPPED: prlimit is not installed");
+        return;
+    }
+    let metrics_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let serve = Serve::start(&["--metrics-listen", &metrics_addr], "info", None);
+    let pid = serve.pid().to_string();
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let limit = |soft: &str| {
+        let ok = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={soft}:")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "prlimit --nofile={soft}:");
+    };
+    let soft_before = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .unwrap();
+    // What the server holds now, and not one more.
+    limit(&open_fds.to_string());
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        // The kernel completes the handshake (the backlog); `accept` fails.
+        waiting.push(tokio::net::TcpStream::connect(&serve.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    limit(&soft_before);
+    for mut tcp in waiting {
+        tokio::io::AsyncWriteExt::write_all(
+            &mut tcp,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        let read = tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut answer);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "a waiting connection: {answer:?}"
+        );
+    }
+    let (status, metrics) = raw_get(&metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamguard_accept_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 1.5 s of failures at 5, 10, 20 ... ms apart is about nine; a loop that spun would count
+    // thousands.
+    assert!((2..100).contains(&errors), "accept errors: {errors}");
+    let (code, logs) = serve.stop();
+    assert_eq!(code, Some(0));
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("accept failed; backing off"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(
+        warnings[0].contains("Too many open files") || warnings[0].contains("os error 24"),
+        "{}",
+        warnings[0]
+    );
+}
+
 #[test]
 fn a_redis_url_with_a_password_is_refused_without_echoing_it() {
     let (code, _, err) = run(

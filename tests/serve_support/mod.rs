@@ -111,6 +111,11 @@ impl Serve {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn twilio(&self) -> Twilio {
         Twilio {
             connect_to: self.addr.parse().unwrap(),
