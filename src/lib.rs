@@ -8,11 +8,10 @@
 //! the same variables `streamguard serve` reads), give it a [`server::MediaHandler`] factory,
 //! and either mount its routes in your router ([`server::Server::service`], a tower service;
 //! `Server::router` with the `axum` feature) or let it serve alone. Audio goes back through a
-//! [`server::StreamHandle`], from any task. Add [`logging::secret_safe`] to your tracing
-//! subscriber: it keeps stream tokens out of your logs whatever the filter. If it forwards
-//! `log` records (`tracing-log`), keep `log::max_level` at your filter's level: tungstenite
-//! logs every frame at `trace`, and forwarding them only to drop them costs about 15% of
-//! the per-frame work.
+//! [`server::StreamHandle`], from any task ([`server::handler::channel`] delivers each call
+//! as an async stream of events instead). A [`webhook::TwimlHook`] shapes each call's TwiML
+//! (a `<Say>`, parameters of your own). Add [`logging::secret_safe`] to your tracing
+//! subscriber: it keeps stream tokens out of your logs whatever the filter.
 //!
 //! ```no_run
 //! use streamguard::server::{Config, MediaHandler, Server, StartedStream, StreamHandle};
@@ -34,6 +33,10 @@
 //! server.serve(listener).await?.serve_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # Ok(()) }
 //! ```
+//!
+//! If your subscriber forwards `log` records (`tracing-log`), keep `log::max_level` at your
+//! filter's level: tungstenite logs every frame at `trace`, and forwarding them only to drop
+//! them costs about 15% of the per-frame work.
 //!
 //! Features: `redis` (the shared replay store for several instances), `axum`
 //! (`Server::router`), and the defaults `cli` and `kit` (the binary and the Twilio-side

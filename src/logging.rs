@@ -46,6 +46,19 @@ pub fn allows(meta: &Metadata<'_>) -> bool {
 
 /// The filter that enforces the cap: a `tracing_subscriber` layer (global) and per-layer
 /// filter.
+///
+/// ```
+/// use tracing::Level;
+/// use tracing_subscriber::layer::SubscriberExt as _;
+///
+/// let subscriber = tracing_subscriber::registry().with(streamguard::logging::secret_safe());
+/// tracing::subscriber::with_default(subscriber, || {
+///     // tungstenite's frame logs (a `start` frame carries the token) are off ...
+///     assert!(!tracing::enabled!(target: "tungstenite::protocol", Level::TRACE));
+///     // ... everything else is up to your own filter.
+///     assert!(tracing::enabled!(target: "my_app", Level::TRACE));
+/// });
+/// ```
 pub fn secret_safe() -> FilterFn<fn(&Metadata<'_>) -> bool> {
     FilterFn::new(allows as fn(&Metadata<'_>) -> bool)
 }

@@ -228,6 +228,23 @@ pub fn decide(
 /// What the application wants around the stream of a call: everything in the answer except
 /// the stream URL and the token, which streamguard always sets. The default is a bare
 /// `<Connect><Stream>`.
+///
+/// Set the fields you need and leave the rest at their defaults ([`TwimlHook`] shows a
+/// `<Say>` and a `<Parameter>`). A listen-only stream of both sides of the call, say:
+///
+/// ```
+/// use streamguard::webhook::CallTwiml;
+/// use streamguard::wire::twiml::{Say, Track, Verb};
+///
+/// let shape = CallTwiml {
+///     say: Some(Say { text: "This call is recorded.".to_owned(), ..Say::default() }),
+///     verb: Verb::Start,        // TwiML goes on after `<Start>` ...
+///     track: Some(Track::Both), // (both tracks: `<Start>` only)
+///     pause_after: Some(3600),  // ... so a `<Pause>` keeps the call up
+///     ..CallTwiml::default()
+/// };
+/// # assert_eq!(shape.name, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CallTwiml {
     /// `<Say>` before the stream.
@@ -251,7 +268,32 @@ pub struct CallTwiml {
 
 /// Shapes the answer of each verified webhook. Called after the signature, the account and
 /// the CallSid have been checked, and before the token is minted; the application sees every
-/// form field (`From`, `To`, ...).
+/// form field (`From`, `To`, ...). A closure `Fn(&Verified) -> CallTwiml` is a hook; give it
+/// to the server builder's `twiml`.
+///
+/// ```
+/// use streamguard::webhook::{CallTwiml, TwimlHook, Verified};
+/// use streamguard::wire::twiml::Say;
+/// # use streamguard::sid::{AccountSid, CallSid};
+///
+/// // Greet the caller, and pass their number to the stream: a `<Parameter>` arrives in
+/// // `start.customParameters` (`StartedStream::info`), on whichever instance takes the stream.
+/// let hook = |call: &Verified| CallTwiml {
+///     say: Some(Say { text: "Connecting you now.".to_owned(), ..Say::default() }),
+///     parameters: vec![("caller".to_owned(), call.param("From").unwrap_or("").to_owned())],
+///     ..CallTwiml::default()
+/// };
+/// // Server::builder(config).twiml(hook)
+///
+/// # let call = Verified {
+/// #     account_sid: AccountSid::parse("AC0123456789abcdef0123456789abcdef")?,
+/// #     call_sid: CallSid::parse("CA0123456789abcdef0123456789abcdef")?,
+/// #     params: vec![("From".to_owned(), "+15550100".to_owned())],
+/// # };
+/// let shape = hook.twiml(&call); // `call`: a verified webhook with From=+15550100
+/// assert_eq!(shape.parameters, [("caller".to_owned(), "+15550100".to_owned())]);
+/// # Ok::<(), streamguard::sid::SidError>(())
+/// ```
 pub trait TwimlHook: Send + Sync + 'static {
     /// What to put around the stream of `call`.
     fn twiml(&self, call: &Verified) -> CallTwiml;

@@ -102,6 +102,47 @@ struct Inner {
 
 /// Sends messages to the peer of one authenticated stream, from any task. Cloning is cheap
 /// (one `Arc`); every clone addresses the same stream.
+///
+/// Keep a clone in a task of your own (a TTS or LLM task) and push audio as it is made. A
+/// send fails once the stream has ended, or with [`SendError::Backpressure`] when the peer has
+/// stopped reading (the stream is then being closed: stop producing).
+///
+/// ```
+/// use streamguard::server::{MediaHandler, SendError, StartedStream, StreamHandle};
+/// use streamguard::wire::frames::{DtmfFrame, MarkFrame, MediaFrame};
+///
+/// struct Greeter;
+///
+/// impl MediaHandler for Greeter {
+///     fn on_start(&mut self, _stream: &StartedStream, out: &StreamHandle) {
+///         let out = out.clone();
+///         tokio::spawn(async move {
+///             for chunk in [[0xFF_u8; 160]; 50] {
+///                 // 20 ms of 8 kHz mu-law (silence here) per chunk.
+///                 match out.media(&chunk) {
+///                     Ok(()) => {}
+///                     Err(SendError::Backpressure) => return, // the peer is not reading
+///                     Err(_) => return,                       // the stream has ended
+///                 }
+///             }
+///             // Twilio sends the mark back (`on_mark`) once the audio before it has played.
+///             let _ = out.mark("greeting-done");
+///         });
+///     }
+///
+///     fn on_media(&mut self, _frame: &MediaFrame<'_>, _out: &StreamHandle) {}
+///
+///     fn on_dtmf(&mut self, _frame: &DtmfFrame, out: &StreamHandle) {
+///         let _ = out.clear(); // a key press skips the greeting: drop Twilio's buffered audio
+///     }
+///
+///     fn on_mark(&mut self, frame: &MarkFrame, out: &StreamHandle) {
+///         if frame.mark.name.as_str() == "greeting-done" {
+///             out.hang_up(); // what is queued is written, then the stream closes with 1000
+///         }
+///     }
+/// }
+/// ```
 #[derive(Clone)]
 pub struct StreamHandle {
     inner: Arc<Inner>,
@@ -286,6 +327,39 @@ pub struct StartedStream {
 }
 
 /// Receives the frames of one authenticated stream, in order.
+///
+/// Each call runs on the connection's task, in frame order: keep it quick and hand slow work
+/// to a task of your own (with a clone of the [`StreamHandle`]). Give the server a factory
+/// ([`HandlerFactory`], which a closure is) that makes one handler per authenticated stream.
+///
+/// ```
+/// use streamguard::server::{HandlerFactory, MediaHandler, StartedStream, StreamEnd, StreamHandle};
+/// use streamguard::wire::frames::MediaFrame;
+///
+/// /// Counts the audio of one call.
+/// struct Meter {
+///     caller: String,
+///     frames: u64,
+/// }
+///
+/// impl MediaHandler for Meter {
+///     fn on_media(&mut self, _frame: &MediaFrame<'_>, _out: &StreamHandle) {
+///         self.frames += 1;
+///     }
+///     fn on_end(&mut self, end: StreamEnd) {
+///         tracing::info!(caller = %self.caller, frames = self.frames, ?end, "call ended");
+///     }
+/// }
+///
+/// // A `<Parameter>` of the TwiML hook arrives in `custom_parameters`, on any instance.
+/// let factory = |s: &StartedStream| -> Box<dyn MediaHandler> {
+///     let caller = s.info.custom_parameters.get("caller").unwrap_or("unknown");
+///     Box::new(Meter { caller: caller.to_owned(), frames: 0 })
+/// };
+/// // Server::builder(config).handlers(factory)
+/// # fn takes(_: impl HandlerFactory) {}
+/// # takes(factory);
+/// ```
 pub trait MediaHandler: Send {
     /// The stream has authenticated.
     fn on_start(&mut self, _stream: &StartedStream, _out: &StreamHandle) {}

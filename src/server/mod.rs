@@ -261,7 +261,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// A builder for a server with `config`.
+    /// A builder for a server with `config` (an example at [`ServerBuilder`]).
     pub fn builder(config: Config) -> ServerBuilder {
         ServerBuilder {
             config,
@@ -276,7 +276,35 @@ impl Server {
         &self.shared.config
     }
 
-    /// The webhook, stream and health routes, as a tower service.
+    /// The webhook, stream and health routes, as a tower service: clone it into each
+    /// connection of your own HTTP server (hyper, tower, any router that takes a
+    /// `Service<Request<B>>`). Set a [`PeerAddr`] extension on each request so the
+    /// per-address pending cap sees client addresses.
+    ///
+    /// ```
+    /// use http_body_util::Full;
+    /// use hyper::body::Bytes;
+    /// use streamguard::server::{Echo, PeerAddr, Server};
+    /// use tower_service::Service as _;
+    /// # use streamguard::secret::{AuthToken, KeySet, TokenKey};
+    /// # use streamguard::{server::{Config, PublicUrl}, sid::AccountSid};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let config = Config::new(
+    /// #     PublicUrl::parse("https://voice.example.com")?,
+    /// #     AuthToken::new("0f0e0d0c0b0a09080706050403020100")?,
+    /// #     AccountSid::parse("AC0123456789abcdef0123456789abcdef")?,
+    /// #     KeySet::single(TokenKey::from_bytes(&[7; 32])?),
+    /// # );
+    /// let server = Server::builder(config).handlers(Echo).build()?;
+    /// let mut routes = server.service();
+    ///
+    /// let mut req = hyper::Request::get("/healthz").body(Full::new(Bytes::new()))?;
+    /// req.extensions_mut().insert(PeerAddr("203.0.113.7:40000".parse()?));
+    /// let res = routes.call(req).await?;
+    /// assert_eq!(res.status(), 200);
+    /// # Ok(()) }
+    /// ```
     pub fn service(&self) -> MediaStreams {
         MediaStreams {
             shared: Arc::clone(&self.shared),
@@ -288,6 +316,23 @@ impl Server {
     /// the public URL). Serve the app with
     /// `into_make_service_with_connect_info::<SocketAddr>()` so the per-address cap sees
     /// client addresses.
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddr;
+    /// use streamguard::server::{Config, Echo, Server};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder(Config::from_env()?).handlers(Echo).build()?;
+    /// let app = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "the application's own page" }))
+    ///     .merge(server.router());
+    ///
+    /// let listener = tokio::net::TcpListener::bind(server.config().listen).await?;
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    ///     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// server.shutdown().await; // closes the streams with 1001 and waits for them
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "axum")]
     pub fn router(&self) -> axum::Router {
         let svc = self.service();
