@@ -437,6 +437,92 @@ const EXPECTED: &[Expected] = &[
         skip: &[],
         passes_as: &[],
     },
+    Expected {
+        weakness: Weakness::MintsEveryWebhook,
+        fail: &[trip(
+            "webhook.replay_within_ttl",
+            "a second, different token",
+            "the retried webhook mints afresh instead of answering with the live token",
+        )],
+        // Not tripped: no other case posts the webhook of an unstreamed call twice; a call
+        // that has streamed is still remembered and refused (replay_after_stream and
+        // replay_after_ttl pass), and each token is still single use.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::AnyPath,
+        fail: &[trip(
+            "upgrade.wrong_path",
+            "101: upgraded",
+            "the upgrade on another path, signed for that path, is accepted",
+        )],
+        // Not tripped: method, handshake and signature are still checked, and a stream on any
+        // path still needs its token.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::AnyMethod,
+        fail: &[trip(
+            "upgrade.wrong_method",
+            "HTTP 101",
+            "the POST upgrade is answered as if it were a GET",
+        )],
+        // Not tripped: path, handshake and signature are still checked.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::NoHandshakeKey,
+        fail: &[trip(
+            "upgrade.malformed_handshake",
+            "HTTP 101",
+            "the upgrade without Sec-WebSocket-Key is answered 101",
+        )],
+        // Not tripped: path, method and signature are still checked; every other upgrade the
+        // kit sends has a valid key.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::DuplicateStartIgnored,
+        fail: &[trip(
+            "stream.duplicate_start",
+            "a second start on an open stream was accepted",
+            "the second start is dropped and the stream goes on",
+        )],
+        // Not tripped: a start before authentication goes through the intact session, so every
+        // token and protocol case is judged as for the control.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::PendingCapRefuses,
+        fail: &[trip(
+            "stream.preauth_flood",
+            "the call during the flood: upgrade refused: HTTP 503",
+            "the flood takes every pending slot, so the call's upgrade is refused",
+        )],
+        // Not tripped: no other case holds more than a few connections before start at once,
+        // so the cap is never reached outside the flood.
+        skip: &[],
+        passes_as: &[],
+    },
+    Expected {
+        weakness: Weakness::SubscribeBeforeAuth,
+        fail: &[trip(
+            "interception.unauthenticated_hears_nothing",
+            "the unauthenticated connection received",
+            "the spy's start subscribes it to the live stream, which it hears while its bad \
+             token is being checked",
+        )],
+        // Not tripped: every refused start still ends in a close (a quarter second later), and
+        // no refused case's stream is live elsewhere; the injector's media before start closes
+        // its connection before any start subscribes it; the legitimate call hears only itself.
+        skip: &[],
+        passes_as: &[],
+    },
 ];
 
 /// Every way `report` differs from `expected`, one line each.

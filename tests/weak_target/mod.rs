@@ -5,12 +5,13 @@
 //! With [`Weakness::None`] it is a correct target (the control: the kit must pass it on every
 //! case, so that what fails under a weakness is that weakness's doing and not this server's).
 //! It echoes the inbound audio of each authenticated stream on that stream's connection, like
-//! [`streamguard::server::Echo`], so the kit sees echo. It keeps a table of the authenticated
+//! [`streamguard::server::Echo`], so the kit sees echo (under [`Weakness::SubscribeBeforeAuth`]
+//! it goes to the stream's subscribers instead). It keeps a table of the authenticated
 //! streams by `streamSid`, as applications that route audio by the `streamSid` of each frame
 //! do; only [`Weakness::MediaBeforeStart`] routes through it.
 //!
-//! Deliberately absent, because no weakness is about them: capacity limits, metrics, logging,
-//! graceful shutdown (the listener task is aborted when the [`WeakTarget`] is dropped).
+//! Deliberately absent, because no weakness is about them: capacity limits (but the pending
+//! cap of [`Weakness::PendingCapRefuses`]), metrics, logging, graceful shutdown (the listener task is aborted when the [`WeakTarget`] is dropped).
 
 #![allow(dead_code)] // each test uses a different part
 
@@ -40,9 +41,12 @@ use streamguard::session::{
     AuthContext, CloseCode, Event, Output, RedeemFailure, Session, StreamInfo, UrlToken,
 };
 use streamguard::sid::{AccountSid, CallSid, StreamSid, check_account_sid};
-use streamguard::store::{self, MemoryStore, StoreKey, StorePolicy};
+use streamguard::store::{
+    self, CallId, CallRecord, LiveToken, MemoryStore, MintDecision, Presented, RedeemRefusal,
+    ReplayStore, StoreFill, StoreFuture, StoreKey, StorePolicy,
+};
 use streamguard::time::{Clock, SystemClock, UnixTime};
-use streamguard::upgrade::{self, RequestHead, SignatureMode, UpgradePolicy};
+use streamguard::upgrade::{self, RequestHead, SignatureMode, UpgradePolicy, UpgradeReject};
 use streamguard::webhook::{self, CONTENT_TYPE_XML, Verified, WebhookPolicy, WebhookReject};
 use streamguard::wire::form;
 use streamguard::wire::frames::{Inbound, Outbound, OutboundMedia, StartFrame, parse_inbound};
@@ -103,6 +107,34 @@ pub enum Weakness {
     /// Before `start`, a binary frame or a text message that is not JSON is dropped instead
     /// of closing the connection.
     LaxFrames,
+    /// No idempotence at the webhook: every webhook mints a fresh token, which supersedes the
+    /// call's live one, so a retried webhook (Twilio retries on a timeout) gets a different
+    /// token. Single use and call memory still hold. The design of servers that sign a new
+    /// token per request and keep "the call's current token".
+    MintsEveryWebhook,
+    /// Upgrades on any path, the signature checked against the URL as requested: what a
+    /// Node `ws` server attached with `new WebSocket.Server({ server })` and no `path` does
+    /// (with `validateRequest` over the request's own URL).
+    AnyPath,
+    /// The method of an upgrade is not checked: a hand-rolled upgrade that looks only at the
+    /// `Upgrade` and `Connection` headers answers 101 to a `POST`.
+    AnyMethod,
+    /// `Sec-WebSocket-Key` is not checked: the accept key is derived from whatever came,
+    /// even none (a hand-rolled handshake).
+    NoHandshakeKey,
+    /// A second `start` on an authenticated stream is ignored instead of closing it, as
+    /// servers that only dispatch on `event` (and log a `start`) do.
+    DuplicateStartIgnored,
+    /// At most [`PENDING_CAP`] connections may wait for `start`; when they are all taken a new
+    /// upgrade is refused (503) instead of the oldest pending one being evicted, so a flood of
+    /// connections that never start locks real calls out until the start deadline.
+    PendingCapRefuses,
+    /// `start` subscribes its connection to the audio of the `streamSid` it names before the
+    /// token is checked (a round trip of [`TOKEN_CHECK_LATENCY`], as to a token service), and
+    /// the application's answer to each frame (the echo, [`ANSWER_DELAY`] later) goes to every
+    /// connection subscribed to the stream: until its check fails, an unauthenticated
+    /// connection hears the call.
+    SubscribeBeforeAuth,
 }
 
 impl Weakness {
@@ -122,6 +154,13 @@ impl Weakness {
         Self::NoStartDeadline,
         Self::NoMessageLimit,
         Self::LaxFrames,
+        Self::MintsEveryWebhook,
+        Self::AnyPath,
+        Self::AnyMethod,
+        Self::NoHandshakeKey,
+        Self::DuplicateStartIgnored,
+        Self::PendingCapRefuses,
+        Self::SubscribeBeforeAuth,
     ];
 }
 
@@ -134,6 +173,16 @@ const DEADLINE_POLL: Duration = Duration::from_millis(50);
 /// The message limit of [`Weakness::NoMessageLimit`]: no limit, in effect.
 const NO_LIMIT: usize = 64 << 20;
 
+/// The pending-connection cap of [`Weakness::PendingCapRefuses`]: more than the few
+/// connections the kit's cases hold at once, fewer than its flood.
+pub const PENDING_CAP: usize = 8;
+
+/// How long the token check of [`Weakness::SubscribeBeforeAuth`] takes.
+pub const TOKEN_CHECK_LATENCY: Duration = Duration::from_millis(250);
+
+/// How long the answer (the echo) of [`Weakness::SubscribeBeforeAuth`] takes to compute.
+pub const ANSWER_DELAY: Duration = Duration::from_millis(100);
+
 /// How long the closing handshake may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -145,7 +194,7 @@ struct Shared {
     auth: AuthToken,
     account: AccountSid,
     keys: KeySet,
-    store: MemoryStore,
+    store: Box<dyn ReplayStore>,
     store_key: StoreKey,
     rng: SystemRandom,
     token_ttl: Duration,
@@ -158,6 +207,11 @@ struct Shared {
     shared_account: Mutex<AccountSid>,
     /// Authenticated streams by `streamSid`.
     live: Mutex<HashMap<StreamSid, Writer>>,
+    /// Connections waiting for `start`, for [`Weakness::PendingCapRefuses`].
+    pending: Mutex<usize>,
+    /// The connections subscribed to each stream's audio, for
+    /// [`Weakness::SubscribeBeforeAuth`].
+    subscribers: Mutex<HashMap<StreamSid, Vec<Writer>>>,
 }
 
 impl Shared {
@@ -171,6 +225,15 @@ impl Shared {
             Weakness::NoMessageLimit => NO_LIMIT,
             _ => DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// `host:port` of the public URLs.
+    fn public_host(&self) -> &str {
+        let rest = self
+            .webhook_url
+            .strip_prefix("http://")
+            .unwrap_or(&self.webhook_url);
+        rest.strip_suffix(WEBHOOK_PATH).unwrap_or(rest)
     }
 
     /// The account a `start` is compared with.
@@ -223,7 +286,10 @@ impl WeakTarget {
             auth,
             account,
             keys: KeySet::single(TokenKey::from_bytes(&[0x5a; 32]).unwrap()),
-            store: MemoryStore::new(100_000, policy),
+            store: match weakness {
+                Weakness::MintsEveryWebhook => Box::new(SupersedingStore::new(policy)),
+                _ => Box::new(MemoryStore::new(100_000, policy)),
+            },
             rng: SystemRandom::new(),
             token_ttl,
             start_timeout,
@@ -231,6 +297,8 @@ impl WeakTarget {
             stream_url: format!("ws://{addr}{STREAM_PATH}"),
             shared_account: Mutex::new(account),
             live: Mutex::new(HashMap::new()),
+            pending: Mutex::new(0),
+            subscribers: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));
         Self {
@@ -306,7 +374,70 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Byt
     match req.uri().path() {
         WEBHOOK_PATH => webhook(req, &shared).await,
         STREAM_PATH => upgrade(req, shared),
+        _ if shared.weakness == Weakness::AnyPath
+            && req.headers().contains_key(header::UPGRADE) =>
+        {
+            upgrade(req, shared)
+        }
         _ => empty(404),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store of [`Weakness::MintsEveryWebhook`]
+// ---------------------------------------------------------------------------------------------
+
+/// The crate's record rules ([`CallRecord::mint`], [`CallRecord::redeem`]), except that a
+/// mint never reuses the call's live token: the new one supersedes it.
+struct SupersedingStore {
+    records: Mutex<HashMap<CallId, CallRecord>>,
+    policy: StorePolicy,
+}
+
+impl SupersedingStore {
+    fn new(policy: StorePolicy) -> Self {
+        Self {
+            records: Mutex::new(HashMap::new()),
+            policy,
+        }
+    }
+}
+
+impl ReplayStore for SupersedingStore {
+    fn mint(
+        &self,
+        call: CallId,
+        candidate: LiveToken,
+        now: UnixTime,
+    ) -> StoreFuture<'_, MintDecision> {
+        let mut records = self.records.lock().unwrap();
+        // The flaw: the live token is dropped, so the rule issues the candidate.
+        let old = records.get(&call).map(|r| CallRecord { live: None, ..*r });
+        let (new, decision) = CallRecord::mint(old, candidate, now, &self.policy);
+        if let Some(r) = new {
+            records.insert(call, r);
+        }
+        Box::pin(std::future::ready(Ok(decision)))
+    }
+
+    fn redeem(
+        &self,
+        call: CallId,
+        presented: Presented,
+        now: UnixTime,
+    ) -> StoreFuture<'_, Result<(), RedeemRefusal>> {
+        let mut records = self.records.lock().unwrap();
+        let old = records.get(&call).copied();
+        let (new, result) = CallRecord::redeem(old, &presented, now, &self.policy);
+        match new {
+            Some(r) => records.insert(call, r),
+            None => records.remove(&call),
+        };
+        Box::pin(std::future::ready(Ok(result)))
+    }
+
+    fn fill(&self) -> StoreFill {
+        StoreFill::default()
     }
 }
 
@@ -404,7 +535,7 @@ async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
         Err(reason) => return empty(reason.status()),
     };
     let token = match store::mint(
-        &shared.store,
+        &*shared.store,
         &shared.store_key,
         &shared.keys,
         &verified.account_sid,
@@ -430,26 +561,88 @@ async fn webhook(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
 // The upgrade
 // ---------------------------------------------------------------------------------------------
 
+/// A connection counted against [`PENDING_CAP`] until it authenticates or ends.
+struct PendingSlot(Arc<Shared>);
+
+impl PendingSlot {
+    /// A slot, if one is free.
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let mut pending = shared.pending.lock().unwrap();
+        if *pending >= PENDING_CAP {
+            return None;
+        }
+        *pending += 1;
+        Some(Self(Arc::clone(shared)))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        *self.0.pending.lock().unwrap() -= 1;
+    }
+}
+
+fn header_value<'a>(head: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
+    head.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
 fn upgrade(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    let head = head_of(&req);
+    let mut head = head_of(&req);
     let mode = match shared.weakness {
         Weakness::UnsignedUpgrade => SignatureMode::Off,
         _ => SignatureMode::Required,
     };
+    // What the weakness checks the request against, or the configuration.
+    let (stream_path, signed_url) = match shared.weakness {
+        Weakness::AnyPath => {
+            let path = head.path().to_owned();
+            let url = format!("ws://{}{path}", shared.public_host());
+            (path, url)
+        }
+        _ => (STREAM_PATH.to_owned(), shared.stream_url.clone()),
+    };
+    if shared.weakness == Weakness::AnyMethod {
+        "GET".clone_into(&mut head.method);
+    }
+    // The accept key of whatever `Sec-WebSocket-Key` came, and a valid one for the checks.
+    let lax_accept = (shared.weakness == Weakness::NoHandshakeKey).then(|| {
+        let key = header_value(&head, "sec-websocket-key").unwrap_or_default();
+        let accept = tungstenite::handshake::derive_accept_key(key);
+        head.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("sec-websocket-key"));
+        head.headers.push((
+            "sec-websocket-key".to_owned(),
+            b"dGhlIHNhbXBsZSBub25jZQ==".to_vec(),
+        ));
+        accept
+    });
     let policy = UpgradePolicy {
-        stream_path: STREAM_PATH,
-        signed_url: &shared.stream_url,
+        stream_path: &stream_path,
+        signed_url: &signed_url,
         auth: &shared.auth,
         mode,
     };
-    let accepted = match upgrade::decide(&head, &policy) {
+    let mut accepted = match upgrade::decide(&head, &policy) {
         Ok(a) => a,
         Err(reason) => return empty(reason.status()),
+    };
+    if let Some(accept) = lax_accept {
+        accepted.accept_key = accept;
+    }
+    let slot = match shared.weakness {
+        Weakness::PendingCapRefuses => match PendingSlot::take(&shared) {
+            Some(slot) => Some(slot),
+            None => return empty(UpgradeReject::PendingFull.status()),
+        },
+        _ => None,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
-            stream(TokioIo::new(upgraded), shared, accepted.url_token).await;
+            stream(TokioIo::new(upgraded), shared, accepted.url_token, slot).await;
         }
     });
     let mut r = empty(101);
@@ -549,7 +742,47 @@ fn before_start(shared: &Shared, text: &str) -> BeforeStart {
     }
 }
 
-async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_token: UrlToken) {
+/// An answer of [`Weakness::SubscribeBeforeAuth`]: when it is due, to which stream, the audio.
+type Answer = (tokio::time::Instant, StreamSid, String);
+
+/// The sender of a connection's answers under [`Weakness::SubscribeBeforeAuth`]: each is sent,
+/// in order and when due, to every connection subscribed to its stream at that moment.
+fn answers(shared: &Arc<Shared>) -> mpsc::UnboundedSender<Answer> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+    if shared.weakness == Weakness::SubscribeBeforeAuth {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            while let Some((at, sid, payload)) = rx.recv().await {
+                tokio::time::sleep_until(at).await;
+                let to = shared
+                    .subscribers
+                    .lock()
+                    .unwrap()
+                    .get(&sid)
+                    .cloned()
+                    .unwrap_or_default();
+                for w in &to {
+                    echo(w, sid, payload.clone());
+                }
+            }
+        });
+    }
+    tx
+}
+
+fn is_start(shared: &Shared, text: &str) -> Option<StreamSid> {
+    match parse_inbound(text, shared.max_message_bytes()) {
+        Ok(Inbound::Start(s)) => Some(s.start.stream_sid),
+        _ => None,
+    }
+}
+
+async fn stream(
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    shared: Arc<Shared>,
+    url_token: UrlToken,
+    mut pending: Option<PendingSlot>,
+) {
     let limit = shared.max_message_bytes();
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
@@ -573,6 +806,8 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
     let mut session = Session::new(shared.now(), start_timeout, url_token);
     let mut poll = tokio::time::interval(DEADLINE_POLL);
     let mut registered: Option<StreamSid> = None;
+    let mut subscribed: Option<StreamSid> = None;
+    let fan_out = answers(&shared);
 
     let close = loop {
         let read = tokio::select! {
@@ -593,7 +828,28 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
             max_message_bytes: limit,
         };
         let rewritten: String;
+        if let (Weakness::SubscribeBeforeAuth, Session::AwaitingStart { .. }, Event::Text(text)) =
+            (shared.weakness, &session, &event)
+            && let Some(sid) = is_start(&shared, text)
+        {
+            // Subscribed first, checked after.
+            shared
+                .subscribers
+                .lock()
+                .unwrap()
+                .entry(sid)
+                .or_default()
+                .push(tx.clone());
+            subscribed = Some(sid);
+            tokio::time::sleep(TOKEN_CHECK_LATENCY).await;
+        }
         let (next, mut output) = match (&session, event) {
+            (Session::Streaming(_), Event::Text(text))
+                if shared.weakness == Weakness::DuplicateStartIgnored
+                    && is_start(&shared, text).is_some() =>
+            {
+                continue;
+            }
             (Session::AwaitingStart { .. }, Event::Text(text)) => {
                 match before_start(&shared, text) {
                     BeforeStart::Session(t) => {
@@ -619,7 +875,7 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
             let result = match shared.weakness {
                 Weakness::ReusableToken => Ok(()),
                 _ => store::redeem(
-                    &shared.store,
+                    &*shared.store,
                     &shared.store_key,
                     &r.account_sid,
                     &r.call_sid,
@@ -641,6 +897,12 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
                     .unwrap()
                     .insert(info.stream_sid, tx.clone());
                 registered = Some(info.stream_sid);
+                pending = None;
+            }
+            Output::Media(frame) if shared.weakness == Weakness::SubscribeBeforeAuth => {
+                let at = tokio::time::Instant::now() + ANSWER_DELAY;
+                let payload = frame.media.payload.into_owned();
+                let _ = fan_out.send((at, frame.stream_sid, payload));
             }
             Output::Media(frame) => echo(&tx, frame.stream_sid, frame.media.payload.into_owned()),
             Output::Stop(_) => break Some(CloseCode::Normal),
@@ -658,6 +920,16 @@ async fn stream(io: TokioIo<hyper::upgrade::Upgraded>, shared: Arc<Shared>, url_
             live.remove(&sid);
         }
     }
+    if let Some(sid) = subscribed {
+        let mut subscribers = shared.subscribers.lock().unwrap();
+        if let Some(list) = subscribers.get_mut(&sid) {
+            list.retain(|w| !w.same_channel(&tx));
+            if list.is_empty() {
+                subscribers.remove(&sid);
+            }
+        }
+    }
+    drop(pending);
     if let Some(code) = close {
         let _ = tx.send(Message::Close(Some(CloseFrame {
             code: code.as_u16().into(),
