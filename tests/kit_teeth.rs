@@ -72,6 +72,10 @@ struct Expected {
     skip: &'static [Skip],
     /// Cases that pass, where how they pass is the point (`why` says why it matters).
     passes_as: &'static [Trip],
+    /// Cases the weakness may also trip, or not, depending on which other case's call is
+    /// streaming at that moment (the kit runs its TTL-waiting cases alongside the others).
+    /// Only a weakness that leaks between connections needs this.
+    may_fail: &'static [&'static str],
 }
 
 const fn trip(id: &'static str, observed: &'static str, why: &'static str) -> Trip {
@@ -87,12 +91,14 @@ const SECOND_STREAM: &str = "a second stream for the call was accepted";
 const EXPECTED: &[Expected] = &[
     Expected {
         weakness: Weakness::None,
+        may_fail: &[],
         fail: &[],
         skip: &[],
         passes_as: &[],
     },
     Expected {
         weakness: Weakness::NoTokenCheck,
+        may_fail: &[],
         fail: &[
             trip(
                 "webhook.replay_after_stream",
@@ -159,6 +165,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::TokenFromUrlOnly,
+        may_fail: &[],
         fail: &[
             trip(
                 "call.legitimate",
@@ -231,6 +238,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::SharedExpectedAccount,
+        may_fail: &[],
         fail: &[trip(
             "webhook.other_account",
             GOT_TWIML,
@@ -245,6 +253,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::MediaBeforeStart,
+        may_fail: &[],
         fail: &[
             trip(
                 "stream.media_before_start",
@@ -276,6 +285,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::WhitespaceInStream,
+        may_fail: &[],
         fail: &[trip(
             "twiml.shape",
             "text nodes (whitespace) inside the TwiML",
@@ -288,6 +298,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::UnsignedWebhook,
+        may_fail: &[],
         fail: &[
             trip(
                 "webhook.unsigned",
@@ -312,6 +323,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::ReusableToken,
+        may_fail: &[],
         fail: &[
             trip(
                 "webhook.replay_after_stream",
@@ -347,6 +359,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::SecondStreamPerCall,
+        may_fail: &[],
         fail: &[
             trip(
                 "webhook.replay_after_stream",
@@ -366,6 +379,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::ForgetsAfterTtl,
+        may_fail: &[],
         fail: &[trip(
             "webhook.replay_after_ttl",
             SECOND_STREAM,
@@ -378,6 +392,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::UnsignedUpgrade,
+        may_fail: &[],
         fail: &[
             trip(
                 "upgrade.unsigned",
@@ -397,6 +412,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::NoStartDeadline,
+        may_fail: &[],
         fail: &[trip(
             "stream.start_deadline",
             STILL_OPEN,
@@ -409,6 +425,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::NoMessageLimit,
+        may_fail: &[],
         fail: &[trip(
             "stream.oversized_message",
             STILL_OPEN,
@@ -420,6 +437,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::LaxFrames,
+        may_fail: &[],
         fail: &[
             trip(
                 "stream.binary_frame",
@@ -439,6 +457,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::MintsEveryWebhook,
+        may_fail: &[],
         fail: &[trip(
             "webhook.replay_within_ttl",
             "a second, different token",
@@ -452,6 +471,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::AnyPath,
+        may_fail: &[],
         fail: &[trip(
             "upgrade.wrong_path",
             "101: upgraded",
@@ -464,6 +484,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::AnyMethod,
+        may_fail: &[],
         fail: &[trip(
             "upgrade.wrong_method",
             "HTTP 101",
@@ -475,6 +496,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::NoHandshakeKey,
+        may_fail: &[],
         fail: &[trip(
             "upgrade.malformed_handshake",
             "HTTP 101",
@@ -487,6 +509,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::DuplicateStartIgnored,
+        may_fail: &[],
         fail: &[trip(
             "stream.duplicate_start",
             "a second start on an open stream was accepted",
@@ -499,6 +522,7 @@ const EXPECTED: &[Expected] = &[
     },
     Expected {
         weakness: Weakness::PendingCapRefuses,
+        may_fail: &[],
         fail: &[trip(
             "stream.preauth_flood",
             "the call during the flood: upgrade refused: HTTP 503",
@@ -510,16 +534,22 @@ const EXPECTED: &[Expected] = &[
         passes_as: &[],
     },
     Expected {
-        weakness: Weakness::SubscribeBeforeAuth,
+        weakness: Weakness::BroadcastsToEveryConnection,
+        may_fail: &[
+            "call.legitimate",
+            "stream.token_race",
+            "stream.start_deadline",
+        ],
         fail: &[trip(
             "interception.unauthenticated_hears_nothing",
-            "the unauthenticated connection received",
-            "the spy's start subscribes it to the live stream, which it hears while its bad \
-             token is being checked",
+            "received",
+            "the live call's echo goes to every open connection, the listener that never sent \
+             start included",
         )],
-        // Not tripped: every refused start still ends in a close (a quarter second later), and
-        // no refused case's stream is live elsewhere; the injector's media before start closes
-        // its connection before any start subscribes it; the legitimate call hears only itself.
+        // The interception case must catch it: its listener is open, never authenticated,
+        // while the live call sends audio. Other cases see the leak only when another case's
+        // call streams at the same moment (may_fail): a call hearing a second call's echo, the
+        // loser of a token race hearing the winner's, a slow client hearing someone's audio.
         skip: &[],
         passes_as: &[],
     },
@@ -553,6 +583,12 @@ fn differences(report: &Report, expected: &Expected) -> Vec<String> {
         let trip = expected.fail.iter().find(|t| t.id == case.id);
         let skip = expected.skip.iter().find(|s| s.id == case.id);
         let passes_as = expected.passes_as.iter().find(|p| p.id == case.id);
+        if expected.may_fail.contains(&case.id) {
+            if case.verdict == Verdict::Skip {
+                out.push(format!("{}: SKIP, expected PASS or FAIL", case.id));
+            }
+            continue;
+        }
         let (verdict, fragment, why) = match (trip, skip, passes_as) {
             (Some(t), _, _) => (Verdict::Fail, t.observed, t.why),
             (None, Some(s), _) => (Verdict::Skip, s.reason, s.why),

@@ -1295,11 +1295,21 @@ fn interception(ctx: &Ctx) -> CaseFuture<'_> {
         if !accepted(&mut live).await {
             return fail("the legitimate call was not accepted");
         }
-        // The eavesdropper: signed upgrade, the live call's identity, no valid token.
+        // Two eavesdroppers, both with a signed upgrade: one only listens (`connected`, then
+        // nothing: it is pending until the start deadline, which a server that sends audio to
+        // every open connection gets wrong), the other claims the live call's identity with
+        // no valid token.
+        let mut listener = ctx.open(&url, Signing::Valid).await.ok();
+        if let Some(l) = listener.as_mut() {
+            l.send_text(connected_message()).await;
+        }
         let mut spy = match ctx.open(&url, Signing::Valid).await {
             Ok(conn) => conn,
             Err(e) => {
                 live.close().await;
+                if let Some(l) = listener {
+                    l.close().await;
+                }
                 return pass(format!("eavesdropper refused: {e}"));
             }
         };
@@ -1315,11 +1325,25 @@ fn interception(ctx: &Ctx) -> CaseFuture<'_> {
             live.send_text(media_message(&c.stream, i)).await;
         }
         spy.settle(ACCEPT_GRACE).await;
+        if let Some(l) = listener.as_mut() {
+            l.settle(ACCEPT_GRACE).await;
+        }
         live.close().await;
+        let heard = listener
+            .as_ref()
+            .filter(|l| l.received_anything())
+            .map(|l| l.received().len());
+        if let Some(l) = listener {
+            l.close().await;
+        }
         if spy.received_anything() {
             fail(format!(
                 "the unauthenticated connection received {} messages",
                 spy.received().len()
+            ))
+        } else if let Some(n) = heard {
+            fail(format!(
+                "a connection that never sent start received {n} text messages (or binary)"
             ))
         } else {
             pass(format!("nothing received; {}", describe_end(spy.ended())))
@@ -1626,8 +1650,8 @@ pub fn catalogue() -> Vec<Case> {
         ),
         c(
             "interception.unauthenticated_hears_nothing",
-            "an unauthenticated connection for a live call's stream, while the call sends audio",
-            "it receives nothing",
+            "while a call sends audio: a connection with the call's identity and no valid token, and one that never sends start",
+            "neither receives anything",
             Sequential,
             interception,
         ),

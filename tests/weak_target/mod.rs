@@ -5,13 +5,14 @@
 //! With [`Weakness::None`] it is a correct target (the control: the kit must pass it on every
 //! case, so that what fails under a weakness is that weakness's doing and not this server's).
 //! It echoes the inbound audio of each authenticated stream on that stream's connection, like
-//! [`streamguard::server::Echo`], so the kit sees echo (under [`Weakness::SubscribeBeforeAuth`]
-//! it goes to the stream's subscribers instead). It keeps a table of the authenticated
+//! [`streamguard::server::Echo`], so the kit sees echo (under
+//! [`Weakness::BroadcastsToEveryConnection`] to every open connection instead). It keeps a table of the authenticated
 //! streams by `streamSid`, as applications that route audio by the `streamSid` of each frame
 //! do; only [`Weakness::MediaBeforeStart`] routes through it.
 //!
 //! Deliberately absent, because no weakness is about them: capacity limits (but the pending
-//! cap of [`Weakness::PendingCapRefuses`]), metrics, logging, graceful shutdown (the listener task is aborted when the [`WeakTarget`] is dropped).
+//! cap of [`Weakness::PendingCapRefuses`]), metrics, logging, graceful shutdown (the listener
+//! task is aborted when the [`WeakTarget`] is dropped).
 
 #![allow(dead_code)] // each test uses a different part
 
@@ -129,12 +130,10 @@ pub enum Weakness {
     /// upgrade is refused (503) instead of the oldest pending one being evicted, so a flood of
     /// connections that never start locks real calls out until the start deadline.
     PendingCapRefuses,
-    /// `start` subscribes its connection to the audio of the `streamSid` it names before the
-    /// token is checked (a round trip of [`TOKEN_CHECK_LATENCY`], as to a token service), and
-    /// the application's answer to each frame (the echo, [`ANSWER_DELAY`] later) goes to every
-    /// connection subscribed to the stream: until its check fails, an unauthenticated
-    /// connection hears the call.
-    SubscribeBeforeAuth,
+    /// The application's answer to each frame (the echo) is sent to every open WebSocket
+    /// connection, not only the stream's own, as `wss.clients.forEach(c => c.send(...))` does
+    /// in many Node servers: a connection that never authenticated hears the call.
+    BroadcastsToEveryConnection,
 }
 
 impl Weakness {
@@ -160,7 +159,7 @@ impl Weakness {
         Self::NoHandshakeKey,
         Self::DuplicateStartIgnored,
         Self::PendingCapRefuses,
-        Self::SubscribeBeforeAuth,
+        Self::BroadcastsToEveryConnection,
     ];
 }
 
@@ -176,12 +175,6 @@ const NO_LIMIT: usize = 64 << 20;
 /// The pending-connection cap of [`Weakness::PendingCapRefuses`]: more than the few
 /// connections the kit's cases hold at once, fewer than its flood.
 pub const PENDING_CAP: usize = 8;
-
-/// How long the token check of [`Weakness::SubscribeBeforeAuth`] takes.
-pub const TOKEN_CHECK_LATENCY: Duration = Duration::from_millis(250);
-
-/// How long the answer (the echo) of [`Weakness::SubscribeBeforeAuth`] takes to compute.
-pub const ANSWER_DELAY: Duration = Duration::from_millis(100);
 
 /// How long the closing handshake may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -209,9 +202,8 @@ struct Shared {
     live: Mutex<HashMap<StreamSid, Writer>>,
     /// Connections waiting for `start`, for [`Weakness::PendingCapRefuses`].
     pending: Mutex<usize>,
-    /// The connections subscribed to each stream's audio, for
-    /// [`Weakness::SubscribeBeforeAuth`].
-    subscribers: Mutex<HashMap<StreamSid, Vec<Writer>>>,
+    /// Every open WebSocket connection, for [`Weakness::BroadcastsToEveryConnection`].
+    connections: Mutex<Vec<Writer>>,
 }
 
 impl Shared {
@@ -298,7 +290,7 @@ impl WeakTarget {
             shared_account: Mutex::new(account),
             live: Mutex::new(HashMap::new()),
             pending: Mutex::new(0),
-            subscribers: Mutex::new(HashMap::new()),
+            connections: Mutex::new(Vec::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, shared));
         Self {
@@ -742,34 +734,6 @@ fn before_start(shared: &Shared, text: &str) -> BeforeStart {
     }
 }
 
-/// An answer of [`Weakness::SubscribeBeforeAuth`]: when it is due, to which stream, the audio.
-type Answer = (tokio::time::Instant, StreamSid, String);
-
-/// The sender of a connection's answers under [`Weakness::SubscribeBeforeAuth`]: each is sent,
-/// in order and when due, to every connection subscribed to its stream at that moment.
-fn answers(shared: &Arc<Shared>) -> mpsc::UnboundedSender<Answer> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
-    if shared.weakness == Weakness::SubscribeBeforeAuth {
-        let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            while let Some((at, sid, payload)) = rx.recv().await {
-                tokio::time::sleep_until(at).await;
-                let to = shared
-                    .subscribers
-                    .lock()
-                    .unwrap()
-                    .get(&sid)
-                    .cloned()
-                    .unwrap_or_default();
-                for w in &to {
-                    echo(w, sid, payload.clone());
-                }
-            }
-        });
-    }
-    tx
-}
-
 fn is_start(shared: &Shared, text: &str) -> Option<StreamSid> {
     match parse_inbound(text, shared.max_message_bytes()) {
         Ok(Inbound::Start(s)) => Some(s.start.stream_sid),
@@ -806,8 +770,7 @@ async fn stream(
     let mut session = Session::new(shared.now(), start_timeout, url_token);
     let mut poll = tokio::time::interval(DEADLINE_POLL);
     let mut registered: Option<StreamSid> = None;
-    let mut subscribed: Option<StreamSid> = None;
-    let fan_out = answers(&shared);
+    shared.connections.lock().unwrap().push(tx.clone());
 
     let close = loop {
         let read = tokio::select! {
@@ -828,21 +791,6 @@ async fn stream(
             max_message_bytes: limit,
         };
         let rewritten: String;
-        if let (Weakness::SubscribeBeforeAuth, Session::AwaitingStart { .. }, Event::Text(text)) =
-            (shared.weakness, &session, &event)
-            && let Some(sid) = is_start(&shared, text)
-        {
-            // Subscribed first, checked after.
-            shared
-                .subscribers
-                .lock()
-                .unwrap()
-                .entry(sid)
-                .or_default()
-                .push(tx.clone());
-            subscribed = Some(sid);
-            tokio::time::sleep(TOKEN_CHECK_LATENCY).await;
-        }
         let (next, mut output) = match (&session, event) {
             (Session::Streaming(_), Event::Text(text))
                 if shared.weakness == Weakness::DuplicateStartIgnored
@@ -899,10 +847,12 @@ async fn stream(
                 registered = Some(info.stream_sid);
                 pending = None;
             }
-            Output::Media(frame) if shared.weakness == Weakness::SubscribeBeforeAuth => {
-                let at = tokio::time::Instant::now() + ANSWER_DELAY;
+            Output::Media(frame) if shared.weakness == Weakness::BroadcastsToEveryConnection => {
                 let payload = frame.media.payload.into_owned();
-                let _ = fan_out.send((at, frame.stream_sid, payload));
+                let everyone = shared.connections.lock().unwrap().clone();
+                for w in &everyone {
+                    echo(w, frame.stream_sid, payload.clone());
+                }
             }
             Output::Media(frame) => echo(&tx, frame.stream_sid, frame.media.payload.into_owned()),
             Output::Stop(_) => break Some(CloseCode::Normal),
@@ -920,15 +870,11 @@ async fn stream(
             live.remove(&sid);
         }
     }
-    if let Some(sid) = subscribed {
-        let mut subscribers = shared.subscribers.lock().unwrap();
-        if let Some(list) = subscribers.get_mut(&sid) {
-            list.retain(|w| !w.same_channel(&tx));
-            if list.is_empty() {
-                subscribers.remove(&sid);
-            }
-        }
-    }
+    shared
+        .connections
+        .lock()
+        .unwrap()
+        .retain(|w| !w.same_channel(&tx));
     drop(pending);
     if let Some(code) = close {
         let _ = tx.send(Message::Close(Some(CloseFrame {
