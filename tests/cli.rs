@@ -19,7 +19,7 @@ use streamguard::sid::{CallSid, StreamSid};
 mod redis_support;
 mod serve_support;
 use redis_support::RedisServer;
-use serve_support::{BIN, SERVE_ACCOUNT, SERVE_AUTH, SERVE_KEY, Serve};
+use serve_support::{BIN, SERVE_ACCOUNT, SERVE_AUTH, SERVE_KEY, Serve, free_addr};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
@@ -281,12 +281,7 @@ fn conformance_lists_its_cases_and_says_when_it_cannot_run() {
     for (id, description) in streamguard::kit::conformance::list() {
         assert!(out.contains(id) && out.contains(description), "{id}");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("http://127.0.0.1:{port}");
+    let target = format!("http://{}", free_addr());
     let env = [
         ("TWILIO_AUTH_TOKEN", SERVE_AUTH),
         ("TWILIO_ACCOUNT_SID", SERVE_ACCOUNT),
@@ -719,14 +714,7 @@ async fn two_serve_processes_share_single_use_through_redis() {
     );
     assert_eq!(b.webhook(1).await, (403, None), "the call has streamed");
 
-    let metrics_addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let metrics_addr = free_addr();
     let mut wrong_args = args.to_vec();
     wrong_args.extend(["--metrics-listen", metrics_addr.as_str()]);
     let wrong = Serve::start_with(
@@ -906,14 +894,7 @@ async fn accept_failures_back_off_are_counted_and_recovered_from() {
         eprintln!("SKIPPED: prlimit is not installed");
         return;
     }
-    let metrics_addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let metrics_addr = free_addr();
     let serve = Serve::start(&["--metrics-listen", &metrics_addr], "info", None);
     let pid = serve.pid().to_string();
     let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

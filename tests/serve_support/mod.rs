@@ -21,6 +21,16 @@ use streamguard::sid::{AccountSid, CallSid, StreamSid};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
 
+/// A loopback address with a port free just now (`127.0.0.1:PORT`), for a process to listen on.
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 pub const SERVE_AUTH: &str = "f00dfeedf00dfeedf00dfeedf00dfeed";
 pub const SERVE_ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 pub const SERVE_KEY: &str = "c3RyZWFtZ3VhcmQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=";
@@ -49,12 +59,7 @@ impl Serve {
         public_url: Option<&str>,
         env: &[(&str, &str)],
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = free_addr();
         let public = public_url.map_or_else(|| format!("http://{addr}"), str::to_owned);
         let mut all: Vec<&str> = vec!["serve", "--listen", &addr, "--public-url", &public];
         all.extend_from_slice(args);
