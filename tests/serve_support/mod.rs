@@ -15,11 +15,18 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use streamguard::kit::simulator::{Signing, StreamPlan, Twilio, parse_twiml, strip_query};
+use streamguard::kit::simulator::{
+    Signing, StreamPlan, Twilio, WebhookReply, parse_twiml, strip_query,
+};
 use streamguard::secret::AuthToken;
 use streamguard::sid::{AccountSid, CallSid, StreamSid};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_streamguard");
+
+/// The CallSid of test call `n`.
+fn call_sid(n: u64) -> CallSid {
+    CallSid::parse(&format!("CA{n:032x}")).unwrap()
+}
 
 /// A loopback address with a port free just now (`127.0.0.1:PORT`), for a process to listen on.
 pub fn free_addr() -> String {
@@ -133,18 +140,22 @@ impl Serve {
         format!("{}/voice/webhook", self.public)
     }
 
-    /// The signed webhook of call `n`: its status and the token of its TwiML, if any.
-    pub async fn webhook(&self, n: u64) -> (u16, Option<String>) {
+    /// The signed webhook of call `n`, as Twilio posts it.
+    async fn webhook_reply(&self, n: u64) -> WebhookReply {
         let twilio = self.twilio();
-        let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
-        let reply = twilio
+        twilio
             .post_webhook(
                 &self.webhook_url(),
-                &twilio.voice_params(&call),
+                &twilio.voice_params(&call_sid(n)),
                 Signing::Valid,
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The signed webhook of call `n`: its status and the token of its TwiML, if any.
+    pub async fn webhook(&self, n: u64) -> (u16, Option<String>) {
+        let reply = self.webhook_reply(n).await;
         let token = parse_twiml(&reply.body)
             .ok()
             .and_then(|t| t.parameter("token").map(str::to_owned));
@@ -157,7 +168,7 @@ impl Serve {
         let plan = StreamPlan::call(
             &format!("{}/voice/stream", self.public.replacen("http", "ws", 1)),
             twilio.account_sid,
-            CallSid::parse(&format!("CA{n:032x}")).unwrap(),
+            call_sid(n),
             StreamSid::parse(&format!("MZ{n:032x}")).unwrap(),
             vec![("token".to_owned(), token.to_owned())],
             frames,
@@ -168,15 +179,8 @@ impl Serve {
     /// A whole call `n` with echo; returns its token.
     pub async fn call(&self, n: u64, frames: usize) -> String {
         let twilio = self.twilio();
-        let call = CallSid::parse(&format!("CA{n:032x}")).unwrap();
-        let reply = twilio
-            .post_webhook(
-                &self.webhook_url(),
-                &twilio.voice_params(&call),
-                Signing::Valid,
-            )
-            .await
-            .unwrap();
+        let call = call_sid(n);
+        let reply = self.webhook_reply(n).await;
         assert_eq!(reply.status, 200);
         let twiml = parse_twiml(&reply.body).unwrap();
         let token = twiml.parameter("token").unwrap().to_owned();
