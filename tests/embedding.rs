@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use streamguard::kit::simulator::{
-    Connection, Signing, Twilio, Upgrade, connected_message, media_message, parse_twiml,
-    start_message, strip_query,
+    Connection, Signing, Twilio, TwimlStream, Upgrade, connected_message, media_message,
+    parse_twiml, start_message, strip_query,
 };
 use streamguard::secret::{AuthToken, KeySet, TokenKey};
 use streamguard::server::handler;
@@ -73,7 +73,13 @@ impl Running {
             .post_webhook(&url, &self.twilio.voice_params(&call(n)), Signing::Valid)
             .await
             .unwrap();
-        let twiml = parse_twiml(&reply.body).unwrap();
+        self.open_and_start(&parse_twiml(&reply.body).unwrap(), n)
+            .await
+    }
+
+    /// The upgrade to `twiml`'s stream URL (query dropped), `connected` and `start` of call `n`
+    /// with the TwiML's parameters.
+    async fn open_and_start(&self, twiml: &TwimlStream, n: u64) -> Box<Connection> {
         let Upgrade::Open(mut conn) = self
             .twilio
             .open(strip_query(&twiml.url), Signing::Valid)
@@ -210,22 +216,7 @@ async fn the_twiml_hook_shapes_the_answer_and_the_handler_knows_the_call() {
         )
     );
 
-    let Upgrade::Open(mut conn) = r
-        .twilio
-        .open(strip_query(&twiml.url), Signing::Valid)
-        .await
-        .unwrap()
-    else {
-        panic!("upgrade refused")
-    };
-    conn.send_text(connected_message()).await;
-    conn.send_text(start_message(
-        &r.twilio.account_sid,
-        &call(1),
-        &stream(1),
-        &twiml.parameters,
-    ))
-    .await;
+    let mut conn = r.open_and_start(&twiml, 1).await;
     conn.send_text(media_message(&stream(1), 0)).await;
     conn.wait_messages(3, Duration::from_secs(5)).await;
     let kinds: Vec<String> = conn
